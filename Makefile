@@ -1,0 +1,23 @@
+# Every target installs what it needs from uv.lock: a fresh machine needs only python3 and make.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV_HOME := .cache/uv-tool
+UV := $(UV_HOME)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv test run bench clean
+
+$(UV):
+	python3 -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --quiet
+	UV_PROJECT_ENVIRONMENT=.venv-checkov $(UV) sync --frozen --quiet --no-default-groups --group checkov
+	touch $@
+
+venv: $(VENV)/.synced
+
+clean:
+	rm -rf $(VENV) .venv-checkov $(UV_HOME) .pytest_cache
