@@ -1,0 +1,284 @@
+locals {
+  repositories = {
+    jetstack             = "https://charts.jetstack.io"
+    prometheus_community = "https://prometheus-community.github.io/helm-charts"
+    # The Loki chart moved to the community repository in March 2026.
+    grafana_community = "https://grafana-community.github.io/helm-charts"
+    grafana           = "https://grafana.github.io/helm-charts"
+    external_secrets  = "https://charts.external-secrets.io"
+    kedacore          = "https://kedacore.github.io/charts"
+    argo              = "https://argoproj.github.io/argo-helm"
+    chaos_mesh        = "https://charts.chaos-mesh.org"
+  }
+
+  # The helm_release names double as Kubernetes names other teams rely on:
+  # ServiceMonitors/PrometheusRules must carry `release: kube-prometheus-stack`.
+  prometheus_release = "kube-prometheus-stack"
+  loki_url           = "http://loki.loki.svc.cluster.local:3100"
+  common_labels      = { cluster = var.cluster_name, environment = var.environment }
+}
+
+resource "helm_release" "cert_manager" {
+  name             = "cert-manager"
+  repository       = local.repositories.jetstack
+  chart            = "cert-manager"
+  version          = var.chart_versions.cert_manager
+  namespace        = "cert-manager"
+  create_namespace = true
+  atomic           = true
+  timeout          = 600
+
+  values = [yamlencode({
+    crds       = { enabled = true }
+    prometheus = { servicemonitor = { enabled = false } }
+  })]
+}
+
+resource "helm_release" "kube_prometheus_stack" {
+  name             = local.prometheus_release
+  repository       = local.repositories.prometheus_community
+  chart            = "kube-prometheus-stack"
+  version          = var.chart_versions.kube_prometheus_stack
+  namespace        = "monitoring"
+  create_namespace = true
+  atomic           = true
+  timeout          = 900
+
+  values = [yamlencode({
+    prometheus = {
+      prometheusSpec = {
+        retention      = var.prometheus_retention
+        externalLabels = local.common_labels
+        storageSpec = {
+          volumeClaimTemplate = {
+            spec = {
+              storageClassName = var.storage_class
+              accessModes      = ["ReadWriteOnce"]
+              resources        = { requests = { storage = "50Gi" } }
+            }
+          }
+        }
+      }
+    }
+    alertmanager = {
+      alertmanagerSpec = {
+        storage = {
+          volumeClaimTemplate = {
+            spec = {
+              storageClassName = var.storage_class
+              accessModes      = ["ReadWriteOnce"]
+              resources        = { requests = { storage = "5Gi" } }
+            }
+          }
+        }
+      }
+    }
+    grafana = {
+      # Dashboards come from ConfigMaps labelled grafana_dashboard: "1".
+      sidecar = { dashboards = { enabled = true, label = "grafana_dashboard", labelValue = "1", searchNamespace = "ALL" } }
+      admin   = { existingSecret = "grafana-admin", userKey = "admin-user", passwordKey = "admin-password" }
+      persistence = {
+        enabled          = true
+        storageClassName = var.storage_class
+        size             = "5Gi"
+      }
+      additionalDataSources = [{
+        name   = "Loki"
+        type   = "loki"
+        uid    = "loki"
+        url    = local.loki_url
+        access = "proxy"
+      }]
+    }
+  })]
+}
+
+resource "helm_release" "loki" {
+  name             = "loki"
+  repository       = local.repositories.grafana_community
+  chart            = "loki"
+  version          = var.chart_versions.loki
+  namespace        = "loki"
+  create_namespace = true
+  atomic           = true
+  timeout          = 900
+
+  # Monolithic (single binary) with a filesystem store: the same on every
+  # cloud, no object storage credentials needed.
+  values = [yamlencode({
+    deploymentMode = "SingleBinary"
+    loki = {
+      auth_enabled = false
+      commonConfig = { replication_factor = 1 }
+      storage      = { type = "filesystem" }
+      schemaConfig = {
+        configs = [{
+          from         = "2026-01-01"
+          store        = "tsdb"
+          object_store = "filesystem"
+          schema       = "v13"
+          index        = { prefix = "index_", period = "24h" }
+        }]
+      }
+      limits_config = { retention_period = "${var.loki_retention_hours}h" }
+      compactor     = { retention_enabled = true, delete_request_store = "filesystem" }
+    }
+    singleBinary = {
+      replicas    = 1
+      persistence = { enabled = true, size = "50Gi", storageClass = var.storage_class }
+    }
+    read         = { replicas = 0 }
+    write        = { replicas = 0 }
+    backend      = { replicas = 0 }
+    chunksCache  = { enabled = false }
+    resultsCache = { enabled = false }
+    gateway      = { enabled = false }
+    minio        = { enabled = false }
+  })]
+}
+
+resource "helm_release" "alloy" {
+  name             = "alloy"
+  repository       = local.repositories.grafana
+  chart            = "alloy"
+  version          = var.chart_versions.alloy
+  namespace        = "loki"
+  create_namespace = true
+  atomic           = true
+  timeout          = 600
+
+  values = [yamlencode({
+    alloy = {
+      configMap = {
+        content = templatefile("${path.module}/alloy.river.tftpl", {
+          loki_push_url = "${local.loki_url}/loki/api/v1/push"
+          cluster       = var.cluster_name
+        })
+      }
+    }
+  })]
+
+  depends_on = [helm_release.loki]
+}
+
+resource "helm_release" "external_secrets" {
+  name             = "external-secrets"
+  repository       = local.repositories.external_secrets
+  chart            = "external-secrets"
+  version          = var.chart_versions.external_secrets
+  namespace        = "external-secrets"
+  create_namespace = true
+  atomic           = true
+  timeout          = 600
+
+  values = [yamlencode({ installCRDs = true })]
+}
+
+resource "helm_release" "keda" {
+  name             = "keda"
+  repository       = local.repositories.kedacore
+  chart            = "keda"
+  version          = var.chart_versions.keda
+  namespace        = "keda"
+  create_namespace = true
+  atomic           = true
+  timeout          = 600
+}
+
+resource "helm_release" "argo_cd" {
+  name             = "argo-cd"
+  repository       = local.repositories.argo
+  chart            = "argo-cd"
+  version          = var.chart_versions.argo_cd
+  namespace        = "argocd"
+  create_namespace = true
+  atomic           = true
+  timeout          = 900
+
+  values = [yamlencode({
+    configs = { params = { "server.insecure" = false } }
+    dex     = { enabled = false }
+  })]
+}
+
+resource "helm_release" "chaos_mesh" {
+  name             = "chaos-mesh"
+  repository       = local.repositories.chaos_mesh
+  chart            = "chaos-mesh"
+  version          = var.chart_versions.chaos_mesh
+  namespace        = "chaos-mesh"
+  create_namespace = true
+  atomic           = true
+  timeout          = 600
+
+  values = [yamlencode({
+    chaosDaemon = { runtime = "containerd", socketPath = var.container_runtime_socket }
+    dashboard   = { securityMode = true }
+    # Experiments only in namespaces annotated chaos-mesh.org/inject=enabled.
+    controllerManager = { enableFilterNamespace = true }
+  })]
+}
+
+# Cluster-scoped glue that needs the CRDs above: the Vault ClusterSecretStore,
+# the ACME ClusterIssuer and the NATS multi-cloud config for the app namespace.
+resource "helm_release" "platform" {
+  name             = "natsq-platform"
+  chart            = "${path.module}/charts/natsq-platform"
+  namespace        = var.app.namespace
+  create_namespace = true
+  atomic           = true
+  timeout          = 300
+
+  values = [yamlencode({
+    appNamespace = var.app.namespace
+    vault = {
+      server        = var.vault.address
+      authMountPath = var.vault.auth_mount_path
+      role          = var.vault.role
+      kvMount       = var.vault.kv_mount
+      caBundle      = var.vault.ca_bundle_b64
+    }
+    acme = {
+      email        = var.acme_email
+      ingressClass = var.ingress_class
+    }
+    natsMulticloudConf = var.nats_multicloud_conf
+  })]
+
+  depends_on = [helm_release.cert_manager, helm_release.external_secrets]
+}
+
+resource "helm_release" "app" {
+  name       = "natsq-apps"
+  repository = local.repositories.argo
+  chart      = "argocd-apps"
+  version    = var.chart_versions.argocd_apps
+  namespace  = "argocd"
+  atomic     = true
+  timeout    = 300
+
+  values = [yamlencode({
+    applications = {
+      natsq = {
+        namespace  = "argocd"
+        project    = "default"
+        finalizers = ["resources-finalizer.argocd.argoproj.io"]
+        source = {
+          repoURL        = var.app.repo_url
+          targetRevision = var.app.target_revision
+          path           = "k8s/overlays/${var.app.overlay}"
+        }
+        destination = {
+          server    = "https://kubernetes.default.svc"
+          namespace = var.app.namespace
+        }
+        syncPolicy = {
+          automated   = { prune = true, selfHeal = true }
+          syncOptions = ["CreateNamespace=true", "ServerSideApply=true"]
+        }
+      }
+    }
+  })]
+
+  depends_on = [helm_release.argo_cd, helm_release.platform, helm_release.kube_prometheus_stack, helm_release.keda]
+}
