@@ -33,6 +33,8 @@ LOKI = dash_models.DataSourceRef(type_val="loki", uid="${loki_datasource}")
 NS = 'namespace="$namespace"'
 DATA_NS = 'namespace="$data_namespace"'
 ALL_NS = 'namespace=~"$namespace|$data_namespace"'
+# Each Valkey pod also runs a redis_exporter for its Sentinel: keep its series out.
+VALKEY = DATA_NS + ', container!="sentinel-exporter"'
 RATE = "[$__rate_interval]"
 
 
@@ -221,7 +223,7 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Commands processed per second by each Valkey server (redis_exporter).",
                 (
                     Query(
-                        f"sum by (pod) (rate(redis_commands_processed_total{{{DATA_NS}}}{RATE}))",
+                        f"sum by (pod) (rate(redis_commands_processed_total{{{VALKEY}}}{RATE}))",
                         "{{pod}}",
                     ),
                 ),
@@ -231,8 +233,8 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "Valkey memory",
                 "Memory used by each Valkey server, and its maxmemory when one is set.",
                 (
-                    Query(f"max by (pod) (redis_memory_used_bytes{{{DATA_NS}}})", "used {{pod}}"),
-                    Query(f"max by (pod) (redis_memory_max_bytes{{{DATA_NS}}} > 0)", "max {{pod}}"),
+                    Query(f"max by (pod) (redis_memory_used_bytes{{{VALKEY}}})", "used {{pod}}"),
+                    Query(f"max by (pod) (redis_memory_max_bytes{{{VALKEY}}} > 0)", "max {{pod}}"),
                 ),
                 unit="bytes",
             ),
@@ -242,11 +244,11 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "(1 = up), and servers answering the exporter (1 = up).",
                 (
                     Query(
-                        f'max by (pod) (redis_connected_slaves{{{DATA_NS}}}) and on (pod) max by (pod) (redis_instance_info{{{DATA_NS}, role="master"}})',
+                        f'max by (pod) (redis_connected_slaves{{{VALKEY}}}) and on (pod) max by (pod) (redis_instance_info{{{VALKEY}, role="master"}})',
                         "replicas of {{pod}}",
                     ),
-                    Query(f"max by (pod) (redis_master_link_up{{{DATA_NS}}})", "link up {{pod}}"),
-                    Query(f"max by (pod) (redis_up{{{DATA_NS}}})", "up {{pod}}"),
+                    Query(f"max by (pod) (redis_master_link_up{{{VALKEY}}})", "link up {{pod}}"),
+                    Query(f"max by (pod) (redis_up{{{VALKEY}}})", "up {{pod}}"),
                 ),
             ),
         ),
