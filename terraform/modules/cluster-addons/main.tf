@@ -91,6 +91,9 @@ resource "helm_release" "kube_prometheus_stack" {
       }]
     }
   })]
+
+  # The grafana-admin Secret comes from Vault through the platform release.
+  depends_on = [helm_release.platform]
 }
 
 resource "helm_release" "loki" {
@@ -231,6 +234,7 @@ resource "helm_release" "platform" {
 
   values = [yamlencode({
     appNamespace = var.app.namespace
+    clusterName  = var.cluster_name
     vault = {
       server        = var.vault.address
       authMountPath = var.vault.auth_mount_path

@@ -1,0 +1,10 @@
+terraform {
+  required_version = ">= 1.11.0, < 2.0.0"
+
+  required_providers {
+    ovh = {
+      source  = "ovh/ovh"
+      version = ">= 2.7.0, < 3.0.0"
+    }
+  }
+}
