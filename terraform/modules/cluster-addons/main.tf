@@ -138,6 +138,8 @@ resource "helm_release" "loki" {
     gateway      = { enabled = false }
     minio        = { enabled = false }
   })]
+
+  depends_on = [helm_release.platform]
 }
 
 resource "helm_release" "alloy" {
@@ -247,6 +249,11 @@ resource "helm_release" "platform" {
       ingressClass = var.ingress_class
     }
     natsMulticloudConf = var.nats_multicloud_conf
+    storageClass = var.storage_class_spec == null ? null : {
+      name        = var.storage_class
+      provisioner = var.storage_class_spec.provisioner
+      parameters  = var.storage_class_spec.parameters
+    }
   })]
 
   depends_on = [helm_release.cert_manager, helm_release.external_secrets]

@@ -28,6 +28,15 @@ variable "storage_class" {
   }
 }
 
+variable "storage_class_spec" {
+  description = "When set, a StorageClass named storage_class is created with this provisioner and parameters (e.g. EBS gp3 encrypted with the cluster KMS key); null when the cloud's CSI driver already provides it."
+  type = object({
+    provisioner = string
+    parameters  = map(string)
+  })
+  default = null
+}
+
 variable "container_runtime_socket" {
   description = "Path of the containerd socket on the nodes, for Chaos Mesh's daemon (k3s uses /run/k3s/containerd/containerd.sock)."
   type        = string
