@@ -1,6 +1,7 @@
 locals {
-  cloud  = "aws"
-  region = var.region
+  kubeconfig = null # EKS uses exec auth: run kubeconfig_command
+  cloud      = "aws"
+  region     = var.region
   tags = {
     "natsq.io/cluster"     = var.cluster_name
     "natsq.io/environment" = "aws"

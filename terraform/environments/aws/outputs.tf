@@ -55,3 +55,9 @@ output "prometheus_release_name" {
   description = "kube-prometheus-stack release name (label release=<this> on ServiceMonitors and rules)."
   value       = module.addons.prometheus_release_name
 }
+
+output "kubeconfig" {
+  description = "Admin kubeconfig when the cloud hands one out (OVHcloud); null where kubeconfig_command builds it."
+  value       = local.kubeconfig
+  sensitive   = true
+}

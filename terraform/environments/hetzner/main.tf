@@ -1,4 +1,5 @@
 locals {
+  kubeconfig         = null # k3s writes it on the first server: run kubeconfig_command
   cloud              = "hetzner"
   region             = var.location
   api_endpoint       = module.k3s.api_endpoint

@@ -1,8 +1,9 @@
 locals {
+  kubeconfig         = module.mks.kubeconfig
   cloud              = "ovh"
   region             = var.region
   api_endpoint       = module.mks.api_endpoint
-  kubeconfig_command = "terraform output -raw kubeconfig > ~/.kube/natsq-ovh.yaml"
+  kubeconfig_command = "terraform output -raw kubeconfig > ~/.kube/natsq-ovh.yaml && chmod 600 ~/.kube/natsq-ovh.yaml"
 }
 
 module "mks" {
