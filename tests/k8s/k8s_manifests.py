@@ -1,5 +1,6 @@
 """Rendering the Kustomize overlays and walking the rendered objects (used by tests/k8s)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,6 +18,7 @@ ARGOCD_DIR = K8S / "argocd"
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet")
 APP_IMAGE = "ghcr.io/natsq/natsq"
+CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 
 
 def overlay_names() -> list[str]:
@@ -135,3 +138,19 @@ class Rendered:
             for w in self.workloads()
             if w["metadata"].get("namespace") == namespace and selector_matches(selector, pod_labels(w))
         ]
+
+
+def run_checkov(args: list[str]) -> list[dict]:
+    """checkov's JSON reports (one per framework), or a skip when checkov is not installed."""
+    if not CHECKOV.exists():
+        pytest.skip(f"checkov is not installed at {CHECKOV} (make venv)")
+    result = subprocess.run([str(CHECKOV), "--skip-download", "--output", "json", "--compact", *args],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    reports = json.loads(result.stdout)
+    return reports if isinstance(reports, list) else [reports]
+
+
+def failures(reports: list[dict]) -> list[str]:
+    return [f"{f['check_id']} {f['check_name']}: {f['resource']} ({f['file_path']})"
+            for report in reports for f in report["results"]["failed_checks"]]
