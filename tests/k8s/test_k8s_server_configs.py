@@ -190,7 +190,7 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
         assert sentinel("SENTINEL", "get-master-addr-by-name", "mymaster").splitlines() == ["localhost", str(port)]
         master = sentinel("SENTINEL", "master", "mymaster").splitlines()
         assert master[master.index("quorum") + 1] == "2"
-        # auth-pass works: Sentinel logs in to the password-protected primary and sees its role.
+        # Sentinel resolves the primary by hostname and monitors it (not subjectively down).
         def primary_seen() -> bool:
             fields = sentinel("SENTINEL", "master", "mymaster").splitlines()
             return fields[fields.index("role-reported") + 1] == "master" and "s_down" not in fields
