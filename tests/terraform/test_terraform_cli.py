@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ENVIRONMENTS, MODULES, TERRAFORM_DIR, load_hcl, local_providers, terraform_bin
+from tfhelpers import ENVIRONMENTS, MODULES, TERRAFORM_DIR, load_hcl, local_providers, terraform_bin
 
 pytestmark = pytest.mark.skipif(terraform_bin() is None, reason="terraform binary not on PATH")
 

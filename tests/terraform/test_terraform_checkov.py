@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, TERRAFORM_DIR
+from tfhelpers import REPO, TERRAFORM_DIR
 
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENVIRONMENTS, MODULES, TERRAFORM_DIR, load_hcl
+from tfhelpers import ENVIRONMENTS, MODULES, TERRAFORM_DIR, load_hcl
 
 ALL_DIRS = MODULES + ENVIRONMENTS
 ids = [f"{p.parent.name}/{p.name}" for p in ALL_DIRS]
