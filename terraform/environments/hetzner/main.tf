@@ -98,7 +98,7 @@ module "addons" {
   app = {
     repo_url        = var.app_repo_url
     target_revision = var.app_revision
-    overlay         = var.app_overlay
+    overlay         = coalesce(var.app_overlay, "prod-${local.cloud}")
   }
 
   depends_on = [helm_release.hcloud_csi]

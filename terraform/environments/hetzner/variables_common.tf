@@ -67,9 +67,9 @@ variable "app_revision" {
 }
 
 variable "app_overlay" {
-  description = "Directory under k8s/overlays/ Argo CD deploys on this cluster."
+  description = "Directory under k8s/overlays/ Argo CD deploys on this cluster; null = prod-<cloud> (prod-aws, prod-hetzner, prod-ovh)."
   type        = string
-  default     = "prod"
+  default     = null
 }
 
 variable "chart_versions" {
