@@ -1,0 +1,20 @@
+"""A Dramatiq broker for NATS JetStream.
+
+    from broker import NatsBroker
+    dramatiq.set_broker(NatsBroker(url="nats://127.0.0.1:4222"))
+"""
+
+from .broker import DEFAULT_URL, NatsBroker, QueueStats
+from .connection import MIN_SERVER_VERSION, ServerTooOld
+from .consumer import NatsMessage
+from .topology import encode_queue_name
+
+__all__ = [
+    "DEFAULT_URL",
+    "MIN_SERVER_VERSION",
+    "NatsBroker",
+    "NatsMessage",
+    "QueueStats",
+    "ServerTooOld",
+    "encode_queue_name",
+]

@@ -1,0 +1,340 @@
+"""NatsBroker: a Dramatiq broker on NATS JetStream with ack-on-success semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Optional
+
+import nats.errors
+import nats.js.errors
+from dramatiq.broker import Broker
+from dramatiq.common import current_millis
+from dramatiq.errors import ConnectionClosed, QueueJoinTimeout, QueueNotFound
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware
+from nats.js.api import StorageType
+
+from ._loop import EventLoopThread
+from .connection import Connection, build_connect_options
+from .consumer import NatsConsumer
+from .topology import Topology, encode_queue_name
+
+#: Default server list, like RedisBroker's default URL.
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Message counts of one queue, as JetStream reports them.
+
+    pending: waiting to be delivered; in_flight: delivered, not yet acknowledged
+    (prefetched or running); redelivered: in flight and delivered more than once;
+    scheduled: delayed (including retries waiting out their backoff);
+    dead_lettered: kept in the dead-letter stream.
+    """
+
+    pending: int
+    in_flight: int
+    redelivered: int
+    scheduled: int
+    dead_lettered: int
+
+    @property
+    def outstanding(self) -> int:
+        """Messages that will still run: pending, in flight or scheduled."""
+        return self.pending + self.in_flight + self.scheduled
+
+
+class NatsBroker(Broker):
+    """A Dramatiq broker for NATS JetStream.
+
+    Messages are acknowledged only after their actor finished (or after their
+    retry or dead letter was durably published), so a crash at any point means
+    redelivery, never loss: delivery is at-least-once.
+
+    Parameters:
+      url: One server URL or several, comma-separated (or a list).
+      middleware: Dramatiq middleware, as for any broker.
+      namespace: Prefix of the streams and subjects this broker owns.
+      ack_wait_ms: How long a delivery may go without an ack or a lease
+        renewal before JetStream redelivers it.
+      max_deliveries: Deliveries after which a message that never got
+        acknowledged (its worker keeps dying) is dead-lettered.
+      dead_letter_ttl_ms: How long dead letters are kept.
+      storage: ``"file"`` (durable) or ``"memory"``.
+      replicas: JetStream replicas of the streams (3 in a cluster).
+      publish_timeout_ms: How long ``enqueue`` keeps retrying before it
+        raises ``ConnectionClosed``.
+      connect_timeout_ms: Timeout of the first connection attempt.
+      tls_ca_file, tls_cert_file, tls_key_file: TLS settings.
+      **options: Passed to ``nats.connect`` (``user``, ``password``,
+        ``token``, ``user_credentials``, ``nkeys_seed``, ...).
+    """
+
+    def __init__(
+        self,
+        url: str | list[str] = DEFAULT_URL,
+        *,
+        middleware: Optional[list[Middleware]] = None,
+        namespace: str = "natsq",
+        ack_wait_ms: int = 30_000,
+        max_deliveries: int = 10,
+        dead_letter_ttl_ms: int = 14 * 24 * 3600 * 1000,
+        storage: str = "file",
+        replicas: int = 1,
+        publish_timeout_ms: int = 10_000,
+        connect_timeout_ms: int = 5_000,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(middleware=middleware)
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        servers = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
+        self.topology = Topology(
+            namespace=namespace,
+            storage=StorageType(storage),
+            replicas=replicas,
+            ack_wait_ms=ack_wait_ms,
+            dead_letter_ttl_ms=dead_letter_ttl_ms,
+        )
+        self.max_deliveries = max_deliveries
+        self.publish_timeout_s = publish_timeout_ms / 1000
+        # Blocking calls other than publishing (consumer set-up, stats) get
+        # the same budget, plus a margin for the first connection.
+        self._operation_timeout_s = self.publish_timeout_s + connect_timeout_ms / 1000
+        self._connect_options = build_connect_options(
+            servers,
+            name=f"natsq-{socket.gethostname()}",
+            connect_timeout_ms=connect_timeout_ms,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            options=options,
+        )
+        self._loop = EventLoopThread("natsq-nats")
+        self._connection_pid: int | None = None
+        self._connection_obj: Connection | None = None
+
+    # -- connection ---------------------------------------------------------
+
+    @property
+    def _connection(self) -> Connection:
+        """This process's connection (a forked child gets its own)."""
+        if self._connection_pid != os.getpid():
+            self._connection_obj = Connection(self._loop, self.topology, self._connect_options)
+            self._connection_pid = os.getpid()
+        assert self._connection_obj is not None
+        return self._connection_obj
+
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
+        try:
+            return self._loop.run(coro, timeout or self._operation_timeout_s)
+        except TimeoutError as e:
+            raise ConnectionClosed(e) from None
+        except nats.errors.Error as e:
+            raise ConnectionClosed(e) from None
+
+    def connect(self) -> None:
+        """Connect and declare the streams now rather than on first use.
+
+        Raises:
+          ConnectionFailed: NATS is unreachable, or the server is too old.
+        """
+        self._run(self._connection.open())
+
+    @property
+    def connected(self) -> bool:
+        """Whether this process currently has a live connection to NATS."""
+        connection = self._connection
+        return connection.nc is not None and connection.nc.is_connected
+
+    def close(self) -> None:
+        """Flush pending acks, close this process's connection and its loop."""
+        if self._connection_pid == os.getpid() and self._connection_obj is not None:
+            try:
+                self._loop.run(self._connection_obj.close(), 5)
+            except Exception:
+                self.logger.warning("Could not close the NATS connection cleanly.", exc_info=True)
+            self._connection_obj = self._connection_pid = None
+        self._loop.stop()
+
+    # -- Dramatiq's Broker interface -------------------------------------------
+
+    def declare_queue(self, queue_name: str) -> None:
+        """Declare a queue; its JetStream consumer is created on first use."""
+        if queue_name in self.queues:
+            return
+        encode_queue_name(queue_name)  # reject names that cannot be encoded now, not later
+        self.emit_before("declare_queue", queue_name)
+        self.queues[queue_name] = None
+        self.emit_after("declare_queue", queue_name)
+
+    def get_declared_queues(self) -> set[str]:
+        return set(self.queues)
+
+    def get_declared_delay_queues(self) -> set[str]:
+        """Always empty: delays are JetStream message schedules, not queues."""
+        return set()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> NatsConsumer:
+        """Consume a declared queue, holding at most ``prefetch`` messages.
+
+        Raises:
+          QueueNotFound: If the queue hasn't been declared.
+        """
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        return NatsConsumer(
+            self._connection,
+            queue_name,
+            prefetch=prefetch,
+            timeout_ms=timeout,
+            max_deliveries=self.max_deliveries,
+            operation_timeout_s=self._operation_timeout_s,
+        )
+
+    def enqueue(self, message: Message, *, delay: Optional[int] = None) -> Message:
+        """Publish a message and return once JetStream has stored it.
+
+        ``delay`` (ms) turns it into a server-side message schedule: it
+        survives restarts of every process, and no worker holds it meanwhile.
+
+        Raises:
+          QueueNotFound: If the queue hasn't been declared.
+          ConnectionClosed: If JetStream did not acknowledge it in time.
+        """
+        return self.enqueue_many([message], delay=delay)[0]
+
+    def enqueue_many(self, messages: Iterable[Message], *, delay: Optional[int] = None) -> list[Message]:
+        """Publish many messages with their acknowledgements gathered.
+
+        All are stored when it returns. On an error some may be stored;
+        enqueueing the same messages again is safe: within the stream's
+        duplicate window JetStream drops the copies.
+        """
+        messages = list(messages)
+        for message in messages:
+            if message.queue_name not in self.queues:
+                raise QueueNotFound(message.queue_name)
+        for message in messages:
+            self.emit_before("enqueue", message, delay)
+        publishes = [self._outgoing(message, delay) for message in messages]
+        self._run(self._publish_all(publishes), self.publish_timeout_s + 1)
+        for message in messages:
+            self.emit_after("enqueue", message, delay)
+        return messages
+
+    def _outgoing(self, message: Message, delay: Optional[int]) -> tuple[str, bytes, dict[str, str]]:
+        """Subject, body and headers of one publish."""
+        eta = message.options.pop("eta", None)
+        if eta is not None and delay is None:
+            # A message from elsewhere with Dramatiq's eta: schedule it here
+            # rather than let a worker hold it in memory.
+            delay = max(int(eta) - current_millis(), 0)
+        # Stable across retried publishes of this enqueue, different for each
+        # Dramatiq retry (same message_id, more retries): JetStream's
+        # de-duplication then drops only true duplicates.
+        publish_id = f"{message.message_id}-{message.options.get('retries', 0)}"
+        headers = {"Nats-Msg-Id": publish_id}
+        queue_subject = self.topology.queue_subject(message.queue_name)
+        if not delay:
+            return queue_subject, message.encode(), headers
+        due = datetime.now(timezone.utc) + timedelta(milliseconds=delay)
+        headers["Nats-Schedule"] = "@at " + due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        headers["Nats-Schedule-Target"] = queue_subject
+        return self.topology.schedule_subject(message.queue_name, publish_id), message.encode(), headers
+
+    async def _publish_all(self, publishes: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        connection = self._connection
+        await connection.open()
+        results = await asyncio.gather(
+            *(connection.publish(subject, body, headers, self.publish_timeout_s) for subject, body, headers in publishes),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def flush(self, queue_name: str) -> None:
+        """Drop every pending and scheduled message of a queue."""
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        self._run(self._purge(queue_name))
+
+    def flush_all(self) -> None:
+        """Drop every message of every declared queue, and all dead letters."""
+
+        async def purge_all() -> None:
+            for queue_name in self.queues:
+                await self._purge(queue_name)
+            await self._connection.js.purge_stream(self.topology.dead_letter_stream)
+
+        self._run(purge_all())
+
+    async def _purge(self, queue_name: str) -> None:
+        connection = self._connection
+        await connection.open()
+        stream = self.topology.task_stream
+        await connection.js.purge_stream(stream, subject=self.topology.queue_subject(queue_name))
+        await connection.js.purge_stream(stream, subject=self.topology.schedule_filter(queue_name))
+
+    def join(self, queue_name: str, *, timeout: Optional[int] = None) -> None:
+        """Wait until a queue has nothing pending, in flight or scheduled.
+
+        Parameters:
+          timeout: Milliseconds to wait at most (forever if None).
+
+        Raises:
+          QueueJoinTimeout: When the timeout elapses.
+          QueueNotFound: If the queue hasn't been declared.
+        """
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        while self.queue_stats(queue_name).outstanding:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(0.02)
+
+    # -- operators ----------------------------------------------------------
+
+    def queue_stats(self, queue_name: str) -> QueueStats:
+        """Counts of one declared queue."""
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        return self._run(self._queue_stats(queue_name))
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Counts of every declared queue, by queue name."""
+
+        async def collect() -> dict[str, QueueStats]:
+            names = sorted(self.queues)
+            results = await asyncio.gather(*(self._queue_stats(name) for name in names))
+            return dict(zip(names, results))
+
+        return self._run(collect())
+
+    async def _queue_stats(self, queue_name: str) -> QueueStats:
+        connection = self._connection
+        await connection.ensure_consumer(queue_name)
+        js, topology = connection.js, self.topology
+        consumer, scheduled, dead = await asyncio.gather(
+            js.consumer_info(topology.task_stream, topology.consumer_name(queue_name)),
+            js.stream_info(topology.task_stream, subjects_filter=topology.schedule_filter(queue_name)),
+            js.stream_info(topology.dead_letter_stream, subjects_filter=topology.dead_letter_subject(queue_name)),
+        )
+        return QueueStats(
+            pending=consumer.num_pending or 0,
+            in_flight=consumer.num_ack_pending or 0,
+            redelivered=consumer.num_redelivered or 0,
+            scheduled=sum((scheduled.state.subjects or {}).values()),
+            dead_lettered=sum((dead.state.subjects or {}).values()),
+        )

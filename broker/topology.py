@@ -1,0 +1,115 @@
+"""Names and configurations of the JetStream objects the broker uses.
+
+One namespace (default ``natsq``) owns:
+
+- stream ``<ns>-tasks``: work-queue retention; subjects ``<ns>.queue.<queue>`` carry
+  runnable messages and ``<ns>.schedule.<queue>.<id>`` hold delayed ones until the
+  server fires them onto the queue subject;
+- one durable pull consumer per Dramatiq queue, named after the encoded queue and
+  filtered to its queue subject (no filter covers the schedule subjects, so the
+  server's scheduler, not a consumer, owns them);
+- stream ``<ns>-dead``: dead letters on ``<ns>.dead.<queue>``, with an age limit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+_NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+_QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def encode_queue_name(queue_name: str) -> str:
+    """Encode a Dramatiq queue name into one subject token / consumer name.
+
+    ``.`` separates subject tokens and is not allowed in consumer names, so it
+    is escaped as ``_d``; ``_`` itself becomes ``__`` to keep the encoding
+    reversible (``a.b`` -> ``a_db``, ``a_db`` -> ``a__db``).
+    """
+    if not _QUEUE_PATTERN.match(queue_name):
+        raise ValueError(f"queue name {queue_name!r} may only contain letters, digits, '.', '-' and '_'")
+    return queue_name.replace("_", "__").replace(".", "_d")
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespace: str = "natsq"
+    storage: StorageType = StorageType.FILE
+    replicas: int = 1
+    ack_wait_ms: int = 30_000
+    dead_letter_ttl_ms: int = 14 * 24 * 3600 * 1000
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE_PATTERN.match(self.namespace):
+            raise ValueError(f"namespace {self.namespace!r} may only contain letters, digits, '-' and '_'")
+
+    @property
+    def task_stream(self) -> str:
+        return f"{self.namespace}-tasks"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.namespace}-dead"
+
+    def queue_subject(self, queue_name: str) -> str:
+        return f"{self.namespace}.queue.{encode_queue_name(queue_name)}"
+
+    def schedule_subject(self, queue_name: str, schedule_id: str) -> str:
+        return f"{self.namespace}.schedule.{encode_queue_name(queue_name)}.{schedule_id}"
+
+    def schedule_filter(self, queue_name: str) -> str:
+        return f"{self.namespace}.schedule.{encode_queue_name(queue_name)}.>"
+
+    def dead_letter_subject(self, queue_name: str) -> str:
+        return f"{self.namespace}.dead.{encode_queue_name(queue_name)}"
+
+    def consumer_name(self, queue_name: str) -> str:
+        return encode_queue_name(queue_name)
+
+    def task_stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.task_stream,
+            subjects=[f"{self.namespace}.queue.*", f"{self.namespace}.schedule.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=self.storage,
+            num_replicas=self.replicas,
+            # Schedules are incompatible with discard=new; the stream has no
+            # limits of its own, so a full server store rejects publishes
+            # (back-pressure) instead of dropping queued work.
+            allow_msg_schedules=True,
+        )
+
+    def dead_letter_stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.dead_letter_stream,
+            subjects=[f"{self.namespace}.dead.*"],
+            retention=RetentionPolicy.LIMITS,
+            storage=self.storage,
+            num_replicas=self.replicas,
+            max_age=self.dead_letter_ttl_ms / 1000,
+        )
+
+    def consumer_config(self, queue_name: str) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.consumer_name(queue_name),
+            filter_subject=self.queue_subject(queue_name),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_ms / 1000,
+            # The broker dead-letters by delivery count itself (it sees
+            # num_delivered on every delivery); the server must never stop
+            # delivering, or a message would sit in the work queue forever.
+            max_deliver=-1,
+            max_ack_pending=-1,
+            max_waiting=4096,
+        )
