@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import socket
 import time
@@ -153,8 +154,7 @@ class NatsBroker(Broker):
     @property
     def connected(self) -> bool:
         """Whether this process currently has a live connection to NATS."""
-        connection = self._connection
-        return connection.nc is not None and connection.nc.is_connected
+        return self._connection.connected
 
     def close(self) -> None:
         """Flush pending acks, close this process's connection and its loop."""
@@ -226,8 +226,18 @@ class NatsBroker(Broker):
                 raise QueueNotFound(message.queue_name)
         for message in messages:
             self.emit_before("enqueue", message, delay)
-        publishes = [self._outgoing(message, delay) for message in messages]
-        self._run(self._publish_all(publishes), self.publish_timeout_s + 1)
+        connection = self._connection
+        if not connection.connected:
+            self._run(connection.open())
+        pending = [
+            connection.publish_threadsafe(*self._outgoing(message, delay), self.publish_timeout_s)
+            for message in messages
+        ]
+        for future in pending:
+            try:
+                future.result(self.publish_timeout_s + 1)
+            except concurrent.futures.TimeoutError:
+                raise ConnectionClosed("JetStream did not acknowledge the message in time") from None
         for message in messages:
             self.emit_after("enqueue", message, delay)
         return messages
@@ -251,17 +261,6 @@ class NatsBroker(Broker):
         headers["Nats-Schedule"] = "@at " + due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         headers["Nats-Schedule-Target"] = queue_subject
         return self.topology.schedule_subject(message.queue_name, publish_id), message.encode(), headers
-
-    async def _publish_all(self, publishes: list[tuple[str, bytes, dict[str, str]]]) -> None:
-        connection = self._connection
-        await connection.open()
-        results = await asyncio.gather(
-            *(connection.publish(subject, body, headers, self.publish_timeout_s) for subject, body, headers in publishes),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
     def flush(self, queue_name: str) -> None:
         """Drop every pending and scheduled message of a queue."""
