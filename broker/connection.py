@@ -89,11 +89,16 @@ class Connection:
             if self.nc is not None and not self.nc.is_closed:
                 return
             try:
-                nc = await nats.connect(
-                    **self._connect_options,
-                    reconnected_cb=self._on_reconnected,
-                    disconnected_cb=self._on_disconnected,
-                    error_cb=self._on_error,
+                # nats-py retries a failed first connection as often as it
+                # reconnects (forever here): bound it by the connect timeout.
+                nc = await asyncio.wait_for(
+                    nats.connect(
+                        **self._connect_options,
+                        reconnected_cb=self._on_reconnected,
+                        disconnected_cb=self._on_disconnected,
+                        error_cb=self._on_error,
+                    ),
+                    self._connect_options["connect_timeout"] * len(self._connect_options["servers"]) + 0.5,
                 )
             except Exception as e:  # nats-py raises many unrelated types here
                 raise ConnectionFailed(f"cannot connect to NATS at {self._connect_options['servers']}: {e}") from None
