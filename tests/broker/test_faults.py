@@ -1,0 +1,188 @@
+"""Nothing is lost when processes die: real dramatiq CLI workers, real nats-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from broker import NatsBroker
+from tests.conftest import ROOT, VENV_BIN, subprocess_env, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Marks:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def count(self, kind: str, token: str) -> int:
+        return len(list(self.path.glob(f"{kind}.{token}.*")))
+
+    def tokens(self, kind: str) -> set[str]:
+        return {p.name.split(".")[1] for p in self.path.glob(f"{kind}.*")}
+
+
+class Worker:
+    """``dramatiq tests.broker.fault_actors`` in its own process group."""
+
+    def __init__(self, env: dict[str, str], log: Path, threads: int = 2, prefetch: int = 0) -> None:
+        if prefetch:
+            env = {**env, "dramatiq_queue_prefetch": str(prefetch)}
+        self.log = log
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "dramatiq"), "tests.broker.fault_actors", "--processes", "1",
+             "--threads", str(threads), "--worker-shutdown-timeout", "20000"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), start_new_session=True,
+        )
+
+    def wait_ready(self) -> "Worker":
+        wait_until(lambda: b"ready for action" in self.log.read_bytes(), 30, message="the worker to boot")
+        return self
+
+    def terminate(self) -> None:
+        """SIGTERM to the main process only, as Kubernetes stops a container."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the worker, as when its node dies."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def fault_setup(tmp_path, namespace):
+    marks_dir = tmp_path / "marks"
+    marks_dir.mkdir()
+    workers: list[Worker] = []
+    brokers: list[NatsBroker] = []
+
+    def setup(nats_url: str, ack_wait_ms: int = 2_000, max_deliveries: int = 10):
+        env = subprocess_env(
+            TEST_NATS_URL=nats_url, TEST_NAMESPACE=namespace, TEST_ACK_WAIT_MS=str(ack_wait_ms),
+            TEST_MAX_DELIVERIES=str(max_deliveries), TEST_MARKS=str(marks_dir),
+        )
+        producer = NatsBroker(nats_url, namespace=namespace, ack_wait_ms=ack_wait_ms, max_deliveries=max_deliveries)
+        producer.declare_queue("default")
+        brokers.append(producer)
+
+        def start_worker(threads: int = 2, prefetch: int = 0) -> Worker:
+            worker = Worker(env, tmp_path / f"worker-{len(workers)}.log", threads, prefetch)
+            workers.append(worker)
+            return worker.wait_ready()
+
+        return producer, start_worker, Marks(marks_dir)
+
+    yield setup
+    for worker in workers:
+        worker.stop()
+    for broker in brokers:
+        broker.close()
+
+
+def send(broker: NatsBroker, actor: str, *args, delay: int | None = None) -> None:
+    import dramatiq
+
+    broker.enqueue(dramatiq.Message(queue_name="default", actor_name=actor, args=args, kwargs={}, options={}), delay=delay)
+
+
+def test_worker_killed_mid_task_loses_nothing(nats_server, fault_setup):
+    producer, start_worker, marks = fault_setup(nats_server.url, ack_wait_ms=2_000)
+    first = start_worker()
+    send(producer, "work", "t1", 2.0)
+    wait_until(lambda: marks.count("start", "t1"), 10, message="the task to start")
+    first.kill()
+    first.process.wait(10)
+    assert marks.count("done", "t1") == 0
+
+    start_worker()
+    wait_until(lambda: marks.count("done", "t1"), 20, message="the task to be redelivered and finish")
+    producer.join("default", timeout=10_000)
+    assert marks.count("start", "t1") == 2
+
+
+def test_poison_message_ends_in_dead_letters_after_max_deliveries(nats_server, fault_setup):
+    producer, start_worker, marks = fault_setup(nats_server.url, ack_wait_ms=1_000, max_deliveries=2)
+    send(producer, "crash", "p1")
+    send(producer, "work", "ok1")
+    # Like a Deployment, restart the worker whenever the poison message kills it.
+    deadline = time.monotonic() + 60
+    while producer.queue_stats("default").dead_lettered == 0:
+        assert time.monotonic() < deadline, "the poison message never reached the dead-letter stream"
+        # Prefetch 1: a crash also counts a delivery of every message the
+        # process held, so only the poison message may be held here.
+        worker = start_worker(threads=1, prefetch=1)
+        while worker.alive() and producer.queue_stats("default").dead_lettered == 0:
+            time.sleep(0.1)
+    assert marks.count("start", "p1") == 2  # max_deliveries runs, then dead-lettered unrun
+    wait_until(lambda: marks.count("done", "ok1"), 20, message="the healthy message")
+
+
+def test_sigterm_finishes_the_running_task_and_hands_back_the_rest(nats_server, fault_setup):
+    # A long ack wait: only an explicit hand-back (nak) lets another worker
+    # take the prefetched messages within the test's time.
+    producer, start_worker, marks = fault_setup(nats_server.url, ack_wait_ms=60_000)
+    first = start_worker(threads=1)
+    send(producer, "work", "long", 2.0)
+    wait_until(lambda: marks.count("start", "long"), 10, message="the long task to start")
+    for n in range(4):
+        send(producer, "work", f"short{n}")
+    first.terminate()
+    start_worker()
+    assert first.process.wait(20) == 0
+    assert marks.count("done", "long") == 1
+    wait_until(lambda: all(marks.count("done", f"short{n}") for n in range(4)), 15, message="the handed-back tasks")
+    producer.join("default", timeout=10_000)
+
+
+def test_nats_server_killed_under_load_loses_no_acknowledged_message(start_nats, fault_setup):
+    server = start_nats()
+    producer, start_worker, marks = fault_setup(server.url, ack_wait_ms=2_000)
+    start_worker(threads=4)
+    sent: list[str] = []
+    errors: list[Exception] = []
+
+    def produce():
+        for n in range(600):
+            token = f"m{n}"
+            try:
+                send(producer, "work", token)
+                sent.append(token)
+            except Exception as e:  # refused while the server is down: never acknowledged
+                errors.append(e)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    wait_until(lambda: len(sent) > 150, 20, message="load to build up")
+    server.kill()
+    time.sleep(0.5)
+    server.start()
+    thread.join(60)
+    assert len(sent) > 300
+    wait_until(lambda: set(sent) <= marks.tokens("done"), 60, message="every acknowledged message to run")
+    producer.join("default", timeout=20_000)
+
+
+def test_delayed_messages_survive_restarts_of_every_process(start_nats, fault_setup):
+    server = start_nats()
+    producer, start_worker, marks = fault_setup(server.url)
+    worker = start_worker()
+    send(producer, "work", "later", delay=2_500)
+    worker.stop()
+    server.restart()
+    start_worker()
+    assert marks.count("done", "later") == 0
+    wait_until(lambda: marks.count("done", "later"), 20, message="the delayed message")
