@@ -1,0 +1,1 @@
+"""natsq application: the HTTP gateway, the Dramatiq workers and their shared pieces."""

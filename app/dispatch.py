@@ -1,0 +1,39 @@
+"""The NatsBroker built from settings, as gateway and worker both use it."""
+
+from __future__ import annotations
+
+from dramatiq.middleware import Middleware
+
+from broker import NatsBroker
+
+from .settings import Settings
+from .tasks import QUEUES
+
+
+def build_broker(settings: Settings, middleware: list[Middleware]) -> NatsBroker:
+    options = {}
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+    if settings.nats_password:
+        options["password"] = settings.nats_password.get_secret_value()
+    if settings.nats_token:
+        options["token"] = settings.nats_token.get_secret_value()
+    if settings.nats_creds_file:
+        options["user_credentials"] = settings.nats_creds_file
+    broker = NatsBroker(
+        settings.nats_url,
+        middleware=middleware,
+        namespace=settings.namespace,
+        replicas=settings.stream_replicas,
+        ack_wait_ms=settings.ack_wait_ms,
+        max_deliveries=settings.max_deliveries,
+        dead_letter_ttl_ms=settings.dead_letter_ttl_ms,
+        publish_timeout_ms=settings.publish_timeout_ms,
+        tls_ca_file=settings.nats_tls_ca_file,
+        tls_cert_file=settings.nats_tls_cert_file,
+        tls_key_file=settings.nats_tls_key_file,
+        **options,
+    )
+    for queue_name in sorted(QUEUES):
+        broker.declare_queue(queue_name)
+    return broker

@@ -1,0 +1,306 @@
+"""The HTTP gateway: ``gunicorn --config python:app.gunicorn_conf "app.gateway:create_app()"``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import dramatiq
+import valkey.exceptions
+from dramatiq.errors import BrokerError
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, url_for
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from broker import NatsBroker
+
+from . import metrics
+from .auth import TokenVerifier, require_scope
+from .dispatch import build_broker
+from .errors import ApiError
+from .logs import configure_logging, current_task_id
+from .settings import Settings
+from .store import TaskStore, connect_valkey
+from .tasks import TASKS
+
+logger = logging.getLogger("natsq.gateway")
+
+#: Longest delay a task may ask for (7 days, in ms).
+MAX_DELAY_MS = 7 * 24 * 3600 * 1000
+#: Seconds a client should wait before retrying after a 503.
+RETRY_AFTER_S = 5
+
+
+class TaskRequest(BaseModel):
+    """The body of POST /task (the payload is checked against the task's own schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: str = Field(description="Name of the task to run.")
+    payload: dict = Field(default_factory=dict, description="Arguments of the task, checked against its schema.")
+    delay_ms: int | None = Field(None, ge=0, le=MAX_DELAY_MS, description="Run no earlier than this many ms from now.")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    broker: NatsBroker
+    store: TaskStore
+    verifier: TokenVerifier | None
+
+    def warm_up(self) -> None:
+        """Connect to NATS and Valkey ahead of the first request (best effort)."""
+        try:
+            self.broker.connect()
+            self.store.ping()
+        except Exception as e:
+            logger.warning("Warm-up incomplete: %s", e)
+
+
+def services() -> Services:
+    return current_app.extensions["natsq"]
+
+
+api = Blueprint("api", __name__)
+
+
+@api.post("/task")
+@require_scope("tasks:write")
+def submit_task():
+    body = _json_body()
+    try:
+        submitted = TaskRequest.model_validate(body)
+    except ValidationError as e:
+        raise _unprocessable(e) from None
+    spec = TASKS.get(submitted.actor)
+    if spec is None:
+        raise ApiError(422, "invalid_request", f"unknown actor {submitted.actor!r}; known: {', '.join(sorted(TASKS))}", field="actor")
+    try:
+        payload = spec.payload.model_validate(submitted.payload)
+    except ValidationError as e:
+        raise _unprocessable(e, prefix="payload") from None
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 255 and idempotency_key.isprintable()):
+        raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 255 printable characters", field="Idempotency-Key")
+
+    svc = services()
+    message = dramatiq.Message(
+        queue_name=spec.queue,
+        actor_name=spec.name,
+        args=(),
+        kwargs=payload.model_dump(mode="json"),
+        options={},
+        message_id=str(uuid.uuid4()),
+    )
+    task_id = message.message_id
+    current_task_id.set(task_id)
+    stored_message = message.encode() if idempotency_key else None
+    existing = svc.store.create(task_id, spec.name, idempotency_key=idempotency_key, message=stored_message)
+    if existing is not None:
+        return _replay(svc, existing)
+    try:
+        _enqueue(svc, message, submitted.delay_ms)
+    except ApiError:
+        if idempotency_key is None:
+            svc.store.forget(task_id)  # the client retries with a new request
+        raise
+    if idempotency_key:
+        svc.store.mark_published(task_id)
+    logger.info("Task accepted.", extra={"actor": spec.name, "queue": spec.queue, "delay_ms": submitted.delay_ms})
+    return _accepted(task_id, "queued")
+
+
+def _enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> None:
+    started = time.perf_counter()
+    try:
+        svc.broker.enqueue(message, delay=delay_ms)
+    except BrokerError as e:
+        metrics.ENQUEUE_FAILURES.labels(reason="nats_unavailable").inc()
+        logger.error("Task not enqueued: %s", e)
+        raise ApiError(
+            503, "unavailable", "the task queue is unavailable; the task was not accepted",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+    metrics.PUBLISH_LATENCY.observe(time.perf_counter() - started)
+
+
+def _replay(svc: Services, task_id: str):
+    """The answer to a repeated Idempotency-Key: the task it created first."""
+    current_task_id.set(task_id)
+    task = svc.store.get(task_id)
+    if task is not None and not task["_published"] and task["_message"]:
+        # The first request did not see its publish acknowledged: publish the
+        # same message again; JetStream drops it if the first one did land.
+        _enqueue(svc, dramatiq.Message.decode(task["_message"]), None)
+        svc.store.mark_published(task_id)
+    response = _accepted(task_id, task["state"] if task else "queued")
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _accepted(task_id: str, state: str) -> Response:
+    status_url = url_for("api.get_task", task_id=task_id)
+    response = jsonify({"task_id": task_id, "state": state, "status_url": status_url})
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+@api.get("/task/<task_id>")
+@require_scope("tasks:read")
+def get_task(task_id: str):
+    current_task_id.set(task_id)
+    task = services().store.get(task_id) if _is_uuid(task_id) else None
+    if task is None:
+        raise ApiError(404, "not_found", f"no task {task_id!r} (unknown, or its record expired)")
+    return jsonify({k: v for k, v in task.items() if not k.startswith("_")})
+
+
+@api.get("/stats")
+@require_scope("stats:read")
+def get_stats():
+    svc = services()
+    valkey_stats = svc.store.stats()
+    try:
+        queues = {name: vars(counts) for name, counts in svc.broker.stats().items()}
+    except BrokerError as e:
+        raise ApiError(503, "unavailable", f"queue counts are unavailable: {e}", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    return jsonify(
+        {
+            "valkey": {"keys": valkey_stats["keys"]},
+            "queues": queues,
+            "workers": {"processed": valkey_stats["processed"], "failed": valkey_stats["failed"]},
+        }
+    )
+
+
+@api.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@api.get("/readyz")
+def readyz():
+    svc = services()
+    checks = {"nats": False, "valkey": False}
+    try:
+        if not svc.broker.connected:
+            svc.broker.connect()
+        checks["nats"] = svc.broker.connected
+    except BrokerError as e:
+        logger.warning("Not ready: NATS: %s", e)
+    try:
+        checks["valkey"] = svc.store.ping()
+    except valkey.exceptions.ValkeyError as e:
+        logger.warning("Not ready: Valkey: %s", e)
+    ready = all(checks.values())
+    response = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
+    if not ready:
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+@api.get("/metrics")
+def metrics_endpoint():
+    return Response(metrics.render(services().broker), mimetype=metrics.CONTENT_TYPE)
+
+
+@api.get("/openapi.json")
+def openapi_document():
+    from .openapi import build_document
+
+    return jsonify(build_document(current_app))
+
+
+def _json_body() -> object:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "bad_request", "the body is not valid JSON")
+    return body
+
+
+def _unprocessable(error: ValidationError, prefix: str | None = None) -> ApiError:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    field = f"{prefix}.{location}" if prefix and location else (prefix or location or None)
+    return ApiError(422, "invalid_request", f"{field}: {first['msg']}" if field else first["msg"], field=field)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _render_error(error: ApiError) -> Response:
+    response = jsonify(error.body())
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, _render_error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}.get(e.code, "bad_request")
+        message = e.description
+        if e.code == 413:
+            message = f"the body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes"
+        return _render_error(ApiError(e.code or 400, code, message))
+
+    @app.errorhandler(valkey.exceptions.ConnectionError)
+    @app.errorhandler(valkey.exceptions.TimeoutError)
+    def storage_unavailable(e: Exception):
+        logger.error("Valkey unavailable: %s", e)
+        metrics.ENQUEUE_FAILURES.labels(reason="valkey_unavailable").inc()
+        return _render_error(ApiError(503, "unavailable", "task storage is unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}))
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception):
+        logger.exception("Unhandled error.")
+        return _render_error(ApiError(500, "internal_error", "an internal error occurred"))
+
+
+def _register_metrics(app: Flask) -> None:
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+        current_task_id.set(None)
+
+    @app.after_request
+    def record(response: Response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the gateway. Connections open lazily, so this is safe before fork."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["natsq"] = Services(
+        settings=settings,
+        broker=build_broker(settings, middleware=[]),
+        store=TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s),
+        verifier=TokenVerifier(settings) if settings.auth else None,
+    )
+    app.register_blueprint(api)
+    _register_error_handlers(app)
+    _register_metrics(app)
+    return app
+
+
+def warm_up_in_background(app: Flask) -> None:
+    threading.Thread(target=app.extensions["natsq"].warm_up, name="natsq-warm-up", daemon=True).start()

@@ -1,0 +1,232 @@
+"""The OpenAPI 3.1 document of the gateway, built from the same models that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from .gateway import MAX_DELAY_MS, RETRY_AFTER_S
+from .store import STATES
+from .tasks import TASKS
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "The request field at fault, when there is one."},
+            },
+        }
+    },
+}
+
+_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _ERROR,
+    "Accepted": {
+        "type": "object",
+        "required": ["task_id", "state", "status_url"],
+        "properties": {
+            "task_id": {"type": "string", "format": "uuid"},
+            "state": {"enum": list(STATES)},
+            "status_url": {"type": "string"},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "required": ["task_id", "actor", "state", "attempts", "result", "error",
+                     "created_at", "started_at", "finished_at", "updated_at"],
+        "properties": {
+            "task_id": {"type": "string", "format": "uuid"},
+            "actor": {"type": ["string", "null"]},
+            "state": {"enum": list(STATES)},
+            "attempts": {"type": "integer", "minimum": 0},
+            "result": {"description": "The task's return value once it succeeded."},
+            "error": {"type": ["string", "null"]},
+            "created_at": _TIMESTAMP,
+            "started_at": _TIMESTAMP,
+            "finished_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+        },
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["valkey", "queues", "workers"],
+        "properties": {
+            "valkey": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "integer"}}},
+            "queues": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["pending", "in_flight", "redelivered", "scheduled", "dead_lettered"],
+                    "properties": {
+                        name: {"type": "integer", "minimum": 0}
+                        for name in ("pending", "in_flight", "redelivered", "scheduled", "dead_lettered")
+                    },
+                },
+            },
+            "workers": {
+                "type": "object",
+                "required": ["processed", "failed"],
+                "properties": {"processed": {"type": "integer"}, "failed": {"type": "integer"}},
+            },
+        },
+    },
+    "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"enum": ["ready", "unavailable"]},
+            "checks": {
+                "type": "object",
+                "required": ["nats", "valkey"],
+                "properties": {"nats": {"type": "boolean"}, "valkey": {"type": "boolean"}},
+            },
+        },
+    },
+}
+
+
+def _task_request_schemas() -> dict[str, Any]:
+    """One request schema per task: the actor's name fixes the payload schema."""
+    schemas = {}
+    for name, spec in TASKS.items():
+        payload = spec.payload.model_json_schema()
+        payload.pop("title", None)
+        schemas[f"Submit_{name}"] = {
+            "type": "object",
+            "description": spec.description,
+            "required": ["actor", "payload"],
+            "additionalProperties": False,
+            "properties": {
+                "actor": {"const": name},
+                "payload": payload,
+                "delay_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_DELAY_MS},
+            },
+        }
+    return schemas
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _error(description: str, **headers: str) -> dict[str, Any]:
+    response = {"description": description, **_json("Error")}
+    if headers:
+        response["headers"] = {name: {"schema": {"type": "string"}, "description": text} for name, text in headers.items()}
+    return response
+
+
+_UNAVAILABLE = _error("NATS or Valkey is unavailable; nothing was accepted.", **{"Retry-After": f"Seconds to wait ({RETRY_AFTER_S})."})
+_AUTH = {"401": _error("Missing, invalid or expired bearer token."), "403": _error("The token lacks the required scope.")}
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    request_schemas = _task_request_schemas()
+    paths: dict[str, Any] = {
+        "/task": {
+            "post": {
+                "summary": "Submit a task",
+                "operationId": "submitTask",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "description": "Repeating a key returns the task it created and enqueues nothing new.",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in request_schemas]}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {"description": "Durably enqueued (acknowledged by JetStream).", **_json("Accepted")},
+                    "400": _error("Malformed JSON or a malformed Idempotency-Key."),
+                    "413": _error("The body is larger than NATSQ_MAX_BODY_BYTES."),
+                    "415": _error("The body is not JSON."),
+                    "422": _error("Unknown actor, or a payload that breaks the actor's schema; `field` names it."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/task/{task_id}": {
+            "get": {
+                "summary": "Read a task's state and result",
+                "operationId": "getTask",
+                "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The task.", **_json("Task")},
+                    "404": _error("No such task, or its record expired."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/stats": {
+            "get": {
+                "summary": "Queue backlog, Valkey key count and worker counters",
+                "operationId": "getStats",
+                "responses": {"200": {"description": "Statistics.", **_json("Stats")}, "503": _UNAVAILABLE},
+            }
+        },
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": {"description": "Alive.", **_json("Health")}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: NATS connected and Valkey answering",
+                "operationId": "readyz",
+                "responses": {
+                    "200": {"description": "Ready.", **_json("Readiness")},
+                    "503": {"description": "Not ready.", **_json("Readiness")},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+            }
+        },
+    }
+    secured = app.extensions["natsq"].verifier is not None
+    for rule in app.url_map.iter_rules():
+        scope = getattr(app.view_functions[rule.endpoint], "required_scope", None)
+        if scope is None:
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = paths[path][method.lower()]
+            operation["description"] = f"Needs the scope `{scope}` when authentication is on."
+            if secured:
+                operation["security"] = [{"bearer": [scope]}]
+                operation["responses"].update(_AUTH)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "natsq gateway", "version": "1.0.0", "description": "Durable background tasks on NATS JetStream."},
+        "paths": paths,
+        "components": {
+            "schemas": {**_SCHEMAS, **request_schemas},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }

@@ -1,0 +1,106 @@
+"""Settings: read once from ``NATSQ_*`` environment variables, typed and validated.
+
+Every setting can also be given as ``NATSQ_<NAME>_FILE``, the path of a file
+holding the value, so Kubernetes Secrets and Vault Agent files work unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "NATSQ_"
+
+
+class _FileValues(PydanticBaseSettingsSource):
+    """``NATSQ_<NAME>_FILE`` variables: the value is the file's content."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        import os
+
+        path = os.environ.get(f"{ENV_PREFIX}{field_name.upper()}_FILE")
+        if not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text().rstrip("\r\n"), field_name, False
+        except OSError as e:
+            raise ValueError(f"{ENV_PREFIX}{field_name.upper()}_FILE: cannot read {path}: {e.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = "production"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # NATS JetStream
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_creds_file: str | None = None
+    nats_tls_ca_file: str | None = None
+    nats_tls_cert_file: str | None = None
+    nats_tls_key_file: str | None = None
+    namespace: str = Field("natsq", pattern=r"^[A-Za-z0-9_-]+$")
+    stream_replicas: int = Field(1, ge=1, le=5)
+    ack_wait_ms: int = Field(30_000, ge=1_000)
+    max_deliveries: int = Field(10, ge=1)
+    dead_letter_ttl_ms: int = Field(14 * 24 * 3600 * 1000, ge=60_000)
+    publish_timeout_ms: int = Field(5_000, ge=100)
+
+    # Valkey
+    valkey_url: str = "redis://127.0.0.1:6379/0"
+    valkey_password: SecretStr | None = None
+    valkey_sentinels: str | None = None
+    valkey_sentinel_master: str = "mymaster"
+    valkey_sentinel_password: SecretStr | None = None
+    result_ttl_s: int = Field(86_400, ge=60)
+
+    # Gateway
+    max_body_bytes: int = Field(1_048_576, ge=1_024)
+    auth_enabled: bool | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return init_settings, env_settings, _FileValues(settings_cls), file_secret_settings
+
+    @model_validator(mode="after")
+    def _auth_needs_a_key(self) -> "Settings":
+        if self.auth and not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError(
+                "JWT authentication is on (the default outside development) but no key is configured: "
+                "set NATSQ_JWT_SECRET, NATSQ_JWT_PUBLIC_KEY or NATSQ_JWT_JWKS_URL, or NATSQ_AUTH_ENABLED=false"
+            )
+        return self
+
+    @property
+    def auth(self) -> bool:
+        """Whether JWT bearer authentication is required."""
+        return self.auth_enabled if self.auth_enabled is not None else self.env != "development"
+
+    @property
+    def valkey_sentinel_addresses(self) -> list[tuple[str, int]]:
+        addresses = []
+        for item in (self.valkey_sentinels or "").split(","):
+            if item.strip():
+                host, _, port = item.strip().rpartition(":")
+                addresses.append((host, int(port)))
+        return addresses

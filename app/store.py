@@ -1,0 +1,163 @@
+"""Task state, results and counters in Valkey.
+
+Keys (``<ns>`` is NATSQ_NAMESPACE):
+- ``<ns>:task:<id>``: hash with the state of one task, expiring NATSQ_RESULT_TTL_S
+  after its last change;
+- ``<ns>:idem:<key>``: the task an Idempotency-Key created, with the same TTL;
+- ``<ns>:stats``: hash of cluster-wide worker counters (processed, failed).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import valkey
+from valkey.sentinel import Sentinel
+
+from .settings import Settings
+
+#: The states a task goes through; "queued" until a worker picks it up.
+STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead-lettered")
+
+_CREATE = """
+local ttl = tonumber(ARGV[1])
+if KEYS[1] ~= "" then
+  local existing = redis.call('GET', KEYS[1])
+  if existing then return existing end
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[2], ttl)
+return false
+"""
+
+# A retry may start (and report "running") before the failed attempt reports
+# "retrying": only the latest attempt may set the state.
+_SET_IF_ATTEMPT = """
+if redis.call('HGET', KEYS[1], 'attempts') == ARGV[2] then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+end
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def connect_valkey(settings: Settings) -> valkey.Valkey:
+    password = settings.valkey_password.get_secret_value() if settings.valkey_password else None
+    timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, "health_check_interval": 15}
+    if settings.valkey_sentinel_addresses:
+        sentinel_password = settings.valkey_sentinel_password
+        sentinel = Sentinel(
+            settings.valkey_sentinel_addresses,
+            sentinel_kwargs={
+                "password": sentinel_password.get_secret_value() if sentinel_password else None,
+                "socket_timeout": 1.0,
+            },
+            **timeouts,
+        )
+        return sentinel.master_for(settings.valkey_sentinel_master, password=password, **timeouts)
+    return valkey.Valkey.from_url(settings.valkey_url, password=password, **timeouts)
+
+
+class TaskStore:
+    def __init__(self, client: valkey.Valkey, namespace: str, ttl_s: int) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+        self._create = client.register_script(_CREATE)
+        self._set_if_attempt = client.register_script(_SET_IF_ATTEMPT)
+
+    def _key(self, task_id: str) -> str:
+        return f"{self.namespace}:task:{task_id}"
+
+    @property
+    def _stats_key(self) -> str:
+        return f"{self.namespace}:stats"
+
+    # -- gateway ------------------------------------------------------------
+
+    def create(self, task_id: str, actor: str, *, idempotency_key: str | None = None, message: bytes | None = None) -> str | None:
+        """Record a new queued task.
+
+        With an idempotency key already used, nothing is written and the id of
+        the task it created is returned instead.
+        """
+        now = now_iso()
+        fields = ["state", "queued", "actor", actor, "attempts", "0", "created_at", now, "updated_at", now]
+        if message is not None:
+            fields += ["message", message]
+        idem_key = f"{self.namespace}:idem:{idempotency_key}" if idempotency_key else ""
+        existing = self._create(keys=[idem_key, self._key(task_id)], args=[self.ttl_s, task_id, *fields])
+        return existing.decode() if existing else None
+
+    def mark_published(self, task_id: str) -> None:
+        self.client.hset(self._key(task_id), "published", "1")
+
+    def forget(self, task_id: str) -> None:
+        self.client.delete(self._key(task_id))
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        raw = self.client.hgetall(self._key(task_id))
+        if not raw:
+            return None
+        record = {k.decode(): v for k, v in raw.items()}
+        task = {
+            "task_id": task_id,
+            "actor": record["actor"].decode() if "actor" in record else None,
+            "state": record["state"].decode(),
+            "attempts": int(record.get("attempts", b"0")),
+            "result": json.loads(record["result"]) if "result" in record else None,
+            "error": record["error"].decode() if record.get("error") else None,
+        }
+        for field in ("created_at", "started_at", "finished_at", "updated_at"):
+            task[field] = record[field].decode() if field in record else None
+        task["_published"] = record.get("published") == b"1"
+        task["_message"] = record.get("message")
+        return task
+
+    def stats(self) -> dict[str, Any]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.dbsize()
+        pipe.hgetall(self._stats_key)
+        keys, counters = pipe.execute()
+        counters = {k.decode(): int(v) for k, v in counters.items()}
+        return {"keys": keys, "processed": counters.get("processed", 0), "failed": counters.get("failed", 0)}
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    # -- worker -------------------------------------------------------------
+
+    def _update(self, task_id: str, counter: str | None = None, **fields: Any) -> None:
+        fields["updated_at"] = now_iso()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._key(task_id), mapping=fields)
+        pipe.expire(self._key(task_id), self.ttl_s)
+        if counter:
+            pipe.hincrby(self._stats_key, counter, 1)
+        pipe.execute()
+
+    def mark_running(self, task_id: str, actor: str, attempt: int) -> None:
+        self._update(task_id, state="running", actor=actor, attempts=attempt, started_at=now_iso(), error="")
+
+    def mark_succeeded(self, task_id: str, result: Any) -> None:
+        self._update(task_id, "processed", state="succeeded", result=json.dumps(result), finished_at=now_iso())
+
+    def mark_retrying(self, task_id: str, attempt: int, error: str) -> None:
+        now = now_iso()
+        self._set_if_attempt(
+            keys=[self._key(task_id)],
+            args=[self.ttl_s, attempt, "state", "retrying", "error", error, "updated_at", now],
+        )
+        self.client.hincrby(self._stats_key, "failed", 1)
+
+    def mark_failed(self, task_id: str, error: str) -> None:
+        self._update(task_id, "failed", state="failed", error=error, finished_at=now_iso())
+
+    def mark_dead_lettered(self, task_id: str) -> None:
+        self._update(task_id, state="dead-lettered")

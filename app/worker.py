@@ -1,0 +1,84 @@
+"""The worker: run with the stock CLI, ``dramatiq app.worker --processes 2 --threads 8``.
+
+Importing this module builds the broker with Dramatiq's default middleware,
+its Prometheus exporter (port ``dramatiq_prom_port``, default 9191) and the
+task-state middleware, then declares one actor per task in ``app.tasks``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
+from dramatiq.middleware.prometheus import Prometheus
+
+from .dispatch import build_broker
+from .logs import configure_logging, current_task_id
+from .settings import Settings
+from .store import TaskStore, connect_valkey
+from .tasks import TASKS, TaskSpec
+
+logger = logging.getLogger("natsq.worker")
+
+
+class TaskState(Middleware):
+    """Keeps each task's state, attempts, result and error in Valkey."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    def before_process_message(self, broker, message):
+        current_task_id.set(message.message_id)
+        attempt = message.options.get("retries", 0) + 1
+        logger.info("Task started.", extra={"actor": message.actor_name, "queue": message.queue_name, "attempt": attempt})
+        self.store.mark_running(message.message_id, message.actor_name, attempt)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        try:
+            if exception is None:
+                self.store.mark_succeeded(message.message_id, result)
+                logger.info("Task succeeded.", extra={"actor": message.actor_name})
+                return
+            error = f"{type(exception).__name__}: {exception}"
+            if message.failed:
+                self.store.mark_failed(message.message_id, error)
+                logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
+            else:
+                # Retries ran first (it precedes this middleware) and raised "retries" already.
+                self.store.mark_retrying(message.message_id, message.options.get("retries", 1), error)
+                logger.info("Task will be retried.", extra={"actor": message.actor_name, "error": error})
+        finally:
+            current_task_id.set(None)
+
+    def after_skip_message(self, broker, message):
+        self.store.mark_failed(message.message_id, "skipped: older than its max_age")
+        current_task_id.set(None)
+
+    def after_nack(self, broker, message):
+        self.store.mark_dead_lettered(message.message_id)
+        logger.warning("Task dead-lettered.", extra={"actor": message.actor_name, "task_id": message.message_id})
+
+
+def declare_actor(broker: dramatiq.Broker, spec: TaskSpec) -> dramatiq.Actor:
+    return dramatiq.actor(
+        spec.fn,
+        actor_name=spec.name,
+        queue_name=spec.queue,
+        broker=broker,
+        max_retries=spec.max_retries,
+        time_limit=spec.time_limit_ms,
+        min_backoff=1_000,
+        max_backoff=30_000,
+    )
+
+
+settings = Settings()
+configure_logging(settings.log_level)
+store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
+broker = build_broker(
+    settings,
+    middleware=[m() for m in default_middleware] + [Prometheus(), CurrentMessage(), TaskState(store)],
+)
+dramatiq.set_broker(broker)
+actors = {name: declare_actor(broker, spec) for name, spec in TASKS.items()}
