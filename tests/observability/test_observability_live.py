@@ -11,6 +11,8 @@ cannot be fed here and are parse-checked in test_observability_rules.py.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import urllib.parse
 
@@ -47,21 +49,22 @@ CONTRACT_METRICS = {
 EVENT_ONLY_METRICS = {"natsq_enqueue_failures_total": "no publish failed during the test"}
 
 
-def submit(gateway: str, actor: str, **kwargs) -> str:
-    response = requests.post(f"{gateway}/task", json={"actor": actor, "kwargs": kwargs}, timeout=10)
+def submit(gateway: str, actor: str, **payload) -> str:
+    response = requests.post(f"{gateway}/task", json={"actor": actor, "payload": payload}, timeout=10)
     assert response.status_code in (200, 201, 202), response.text
     return response.json()["task_id"]
 
 
-def drive_traffic(gateway: str) -> None:
-    ids = [submit(gateway, "count_primes", n=2000 + i) for i in range(COUNT_PRIMES_TASKS)]
-    submit(gateway, "flaky", fail_times=1)  # one retry, then success
-    submit(gateway, "flaky", fail_times=100)  # retries exhausted: dead letter
+def drive_traffic(gateway: str) -> dict[str, str]:
+    ids = [submit(gateway, "count_primes", limit=20_000 + i) for i in range(COUNT_PRIMES_TASKS)]
+    retried = submit(gateway, "flaky", failures=1)  # one retry, then success
+    dead = submit(gateway, "flaky", failures=50)  # retries exhausted: dead letter
     for task_id in ids:
         requests.get(f"{gateway}/task/{task_id}", timeout=10)
     requests.get(f"{gateway}/stats", timeout=10)
     requests.get(f"{gateway}/task/no-such-task", timeout=10)  # a 4xx
     requests.post(f"{gateway}/task", data="not json", timeout=10)  # a 4xx
+    return {"count_primes": ids[0], "retried": retried, "dead": dead}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,8 @@ def prometheus(request):
         assert server.wait_for('count(up{job=~"natsq-.*"} == 1) == 2', timeout=20), server.get("/api/v1/targets")
         # Let the gauges have samples from before the traffic (delta() needs a before).
         time.sleep(2)
-        drive_traffic(stack.gateway_url.rstrip("/"))
+        server.task_ids = drive_traffic(stack.gateway_url.rstrip("/"))
+        server.stack = stack
         assert server.wait_for(
             f'sum(dramatiq_messages_total{{actor_name="count_primes"}}) >= {COUNT_PRIMES_TASKS}', timeout=30
         ), "count_primes tasks were not processed"
@@ -104,9 +108,15 @@ def selector_has_data(prometheus: obs.PrometheusServer, name: str, matchers: str
 
 def check_selectors(prometheus: obs.PrometheusServer, expr: str) -> None:
     for name, matchers in obs.selectors(expr):
-        if name in EVENT_ONLY_METRICS and not selector_has_data(prometheus, name, matchers):
+        if selector_has_data(prometheus, name, matchers):
+            continue
+        if name in EVENT_ONLY_METRICS:
             pytest.skip(f"{name} has no series yet: {EVENT_ONLY_METRICS[name]}")
-        assert selector_has_data(prometheus, name, matchers), f"no series for {name}{matchers}"
+        if "status=~\"5..\"" in matchers:
+            # A healthy stack answers no 5xx: the label must exist, its 5xx values cannot.
+            assert selector_has_data(prometheus, name, '{status!=""}'), f"{name} has no status label"
+            continue
+        raise AssertionError(f"no series for {name}{matchers}")
 
 
 DASHBOARD_APP_QUERIES = [(t, e) for t, e in obs.dashboards.prometheus_queries() if obs.is_app_query(e)]
@@ -166,3 +176,29 @@ def test_quiet_alerts_stay_quiet(prometheus):
     """A healthy stack: no 5xx, workers consuming, backlog small."""
     firing = {a["labels"]["alertname"] for a in prometheus.get("/api/v1/alerts")["alerts"]}
     assert not firing & {"NatsqGatewayErrorRatio", "NatsqNoWorkerConsuming", "NatsqBacklogGrowing"}
+
+
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def test_logs_feed_the_alloy_pipeline(prometheus):
+    """What loki/config.alloy expects of every gateway and worker line: a JSON object with
+    `level`, a `ts` its RFC3339Nano timestamp stage parses, and `task_id` on task lines."""
+    services = getattr(prometheus.stack, "services", None)
+    if services is None:
+        pytest.skip("the stack fixture does not expose its services' logs")
+    entries = []
+    for service in services:
+        for line in service.output().splitlines():
+            if line.startswith("{"):
+                entries.append(json.loads(line))
+    assert entries, "no JSON log lines"
+    for entry in entries:
+        assert entry["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, entry
+        assert RFC3339.fullmatch(entry["ts"]), entry
+    by_task = {}
+    for entry in entries:
+        by_task.setdefault(entry.get("task_id"), []).append(entry)
+    dead = prometheus.task_ids["dead"]
+    assert dead in by_task, "no log line carries the dead-lettered task's task_id"
+    assert any(entry["level"] in {"WARNING", "ERROR"} for entry in by_task[dead])
