@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(10, ge=1)
     dead_letter_ttl_ms: int = Field(14 * 24 * 3600 * 1000, ge=60_000)
     publish_timeout_ms: int = Field(5_000, ge=100)
+    retry_min_backoff_ms: int = Field(1_000, ge=10)
+    retry_max_backoff_ms: int = Field(300_000, ge=10)
 
     # Valkey
     valkey_url: str = "redis://127.0.0.1:6379/0"

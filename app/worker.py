@@ -45,7 +45,7 @@ class TaskState(Middleware):
                 self.store.mark_failed(message.message_id, error)
                 logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
             else:
-                # Retries ran first (it precedes this middleware) and raised "retries" already.
+                # Retries ran first and counted this attempt in "retries" already.
                 self.store.mark_retrying(message.message_id, message.options.get("retries", 1), error)
                 logger.info("Task will be retried.", extra={"actor": message.actor_name, "error": error})
         finally:
@@ -60,7 +60,7 @@ class TaskState(Middleware):
         logger.warning("Task dead-lettered.", extra={"actor": message.actor_name, "task_id": message.message_id})
 
 
-def declare_actor(broker: dramatiq.Broker, spec: TaskSpec) -> dramatiq.Actor:
+def declare_actor(broker: dramatiq.Broker, spec: TaskSpec, settings: Settings) -> dramatiq.Actor:
     return dramatiq.actor(
         spec.fn,
         actor_name=spec.name,
@@ -68,8 +68,8 @@ def declare_actor(broker: dramatiq.Broker, spec: TaskSpec) -> dramatiq.Actor:
         broker=broker,
         max_retries=spec.max_retries,
         time_limit=spec.time_limit_ms,
-        min_backoff=1_000,
-        max_backoff=30_000,
+        min_backoff=settings.retry_min_backoff_ms,
+        max_backoff=settings.retry_max_backoff_ms,
     )
 
 
@@ -78,7 +78,9 @@ configure_logging(settings.log_level)
 store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
 broker = build_broker(
     settings,
-    middleware=[m() for m in default_middleware] + [Prometheus(), CurrentMessage(), TaskState(store)],
+    # Dramatiq runs "after" hooks in reverse order: TaskState comes first so
+    # that it sees the message after Retries has decided about it.
+    middleware=[TaskState(store)] + [m() for m in default_middleware] + [Prometheus(), CurrentMessage()],
 )
 dramatiq.set_broker(broker)
-actors = {name: declare_actor(broker, spec) for name, spec in TASKS.items()}
+actors = {name: declare_actor(broker, spec, settings) for name, spec in TASKS.items()}

@@ -188,3 +188,126 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
+
+
+class Service:
+    """A long-running subprocess of the system, with its output in a log file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), start_new_session=True
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM to the main process, as Kubernetes stops a container; its exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+def http_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class Stack:
+    """Gateway (gunicorn) and workers (dramatiq CLI) against real servers."""
+
+    def __init__(self, tmp: Path, nats_url: str, valkey_url: str, **env: str) -> None:
+        self.tmp = tmp
+        self.env = {
+            "NATSQ_ENV": "development",
+            "NATSQ_LOG_LEVEL": "INFO",
+            "NATSQ_NAMESPACE": f"s{uuid.uuid4().hex[:8]}",
+            "NATSQ_NATS_URL": nats_url,
+            "NATSQ_VALKEY_URL": valkey_url,
+            "NATSQ_ACK_WAIT_MS": "5000",
+            "NATSQ_PUBLISH_TIMEOUT_MS": "2000",
+            "NATSQ_RETRY_MIN_BACKOFF_MS": "100",
+            "NATSQ_RETRY_MAX_BACKOFF_MS": "400",
+            **env,
+        }
+        self.services: list[Service] = []
+        self.gateway_url = ""
+        self.worker_metrics_url = ""
+
+    def start_gateway(self, **env: str) -> Service:
+        port = free_port()
+        metrics_dir = self.tmp / f"gateway-metrics-{port}"
+        gateway = Service(
+            "gateway",
+            [str(VENV_BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app.gateway:create_app()"],
+            subprocess_env(**self.env, NATSQ_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2",
+                           PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env),
+            self.tmp,
+        )
+        self.services.append(gateway)
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ready(f"{self.gateway_url}/healthz"), 30, message="the gateway to start")
+        return gateway
+
+    def start_worker(self, processes: int = 1, threads: int = 4, **env: str) -> Service:
+        port = free_port()
+        worker = Service(
+            "worker",
+            [str(VENV_BIN / "dramatiq"), "app.worker", "--processes", str(processes), "--threads", str(threads),
+             "--worker-shutdown-timeout", "30000"],
+            subprocess_env(**self.env, dramatiq_prom_port=str(port), dramatiq_prom_host="127.0.0.1",
+                           dramatiq_prom_db=str(self.tmp / f"worker-metrics-{port}"), **env),
+            self.tmp,
+        )
+        self.services.append(worker)
+        self.worker_metrics_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: worker.output().count("ready for action") >= processes, 30, message="the worker to boot")
+        return worker
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            if service.alive():
+                try:
+                    service.terminate(15)
+                except subprocess.TimeoutExpired:
+                    service.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_root, nats_server, valkey_server):
+    """The whole system, auth off, shared by the tests that only submit and read tasks."""
+    directory = tmp_root / "stack"
+    directory.mkdir()
+    system = Stack(directory, nats_server.url, valkey_server.url)
+    system.start_gateway()
+    system.start_worker()
+    yield system
+    system.stop()
+
+
+@pytest.fixture
+def make_stack(tmp_path, valkey_server):
+    """Stacks of a test's own (auth on, a server it may stop, ...)."""
+    stacks: list[Stack] = []
+
+    def make(nats_url: str, **env: str) -> Stack:
+        system = Stack(tmp_path, nats_url, valkey_server.url, **env)
+        stacks.append(system)
+        return system
+
+    yield make
+    for system in stacks:
+        system.stop()

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import requests
+
+from tests.conftest import wait_until
+
+
+def submit(base_url: str, actor: str, payload: dict, *, headers: dict | None = None, **extra) -> requests.Response:
+    return requests.post(f"{base_url}/task", json={"actor": actor, "payload": payload, **extra}, headers=headers, timeout=10)
+
+
+def task(base_url: str, task_id: str, headers: dict | None = None) -> dict:
+    response = requests.get(f"{base_url}/task/{task_id}", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for_state(base_url: str, task_id: str, *states: str, timeout: float = 20) -> dict:
+    return wait_until(
+        lambda: (t := task(base_url, task_id))["state"] in states and t,
+        timeout,
+        interval=0.05,
+        message=f"task {task_id} to reach {states}",
+    )
