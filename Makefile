@@ -6,7 +6,7 @@ UV := $(UV_HOME)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test run bench clean
+.PHONY: venv test run bench clean prometheus-tools
 
 $(UV):
 	python3 -m venv $(UV_HOME)
@@ -21,3 +21,19 @@ venv: $(VENV)/.synced
 
 clean:
 	rm -rf $(VENV) .venv-checkov $(UV_HOME) .pytest_cache
+
+# Debian's prometheus package gives promtool and prometheus for the observability tests.
+PROMTOOL := $(shell command -v promtool 2>/dev/null)
+prometheus-tools:
+ifndef PROMTOOL
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+endif
+
+test: venv prometheus-tools
+	$(VENV)/bin/pytest
+
+run: venv
+	$(PY) -m app.run_local
+
+bench: venv
+	$(PY) tests/bench/run.py
