@@ -1,0 +1,91 @@
+"""A 202 is never lost: the system under process deaths and server outages."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.app.helpers import submit, task, wait_for_state
+from tests.conftest import ValkeyServer, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_sigterm_lets_the_worker_finish_its_running_task(make_stack, nats_server):
+    system = make_stack(nats_server.url)
+    system.start_gateway()
+    worker = system.start_worker(threads=1)
+    long_id = submit(system.gateway_url, "wait", {"seconds": 2}).json()["task_id"]
+    wait_for_state(system.gateway_url, long_id, "running")
+    queued = [submit(system.gateway_url, "count_primes", {"limit": 1000}).json()["task_id"] for _ in range(3)]
+    assert worker.terminate(30) == 0
+    assert task(system.gateway_url, long_id)["state"] == "succeeded"
+    system.start_worker()
+    for task_id in queued:  # handed back at shutdown, not held until the ack wait expires
+        wait_for_state(system.gateway_url, task_id, "succeeded", timeout=4)
+
+
+def test_no_accepted_task_is_lost_when_the_worker_is_killed_under_load(make_stack, nats_server):
+    system = make_stack(nats_server.url, NATSQ_ACK_WAIT_MS="2000")
+    system.start_gateway()
+    worker = system.start_worker(processes=2, threads=4)
+
+    def post(n: int) -> str | None:
+        response = submit(system.gateway_url, "wait", {"seconds": 0.05})
+        return response.json()["task_id"] if response.status_code == 202 else None
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.map(post, range(150))
+        worker.kill()  # SIGKILL: running and prefetched tasks die with it
+        rest = pool.map(post, range(150))
+        accepted = [t for t in [*first, *rest] if t]
+    assert len(accepted) == 300
+    system.start_worker(processes=1, threads=8)
+    wait_until(
+        lambda: all(task(system.gateway_url, t)["state"] == "succeeded" for t in accepted),
+        60, interval=0.5, message="every accepted task to succeed",
+    )
+
+
+def test_gateway_answers_503_while_nats_is_down_and_recovers(make_stack, start_nats):
+    server = start_nats()
+    system = make_stack(server.url, NATSQ_PUBLISH_TIMEOUT_MS="1000")
+    system.start_gateway()
+    system.start_worker()
+    assert submit(system.gateway_url, "wait", {"seconds": 0}).status_code == 202
+
+    server.stop()
+    refused = submit(system.gateway_url, "wait", {"seconds": 0})
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "5"
+    assert "not accepted" in refused.json()["error"]["message"]
+    ready = requests.get(f"{system.gateway_url}/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["checks"]["nats"] is False
+
+    server.start()
+    wait_until(lambda: requests.get(f"{system.gateway_url}/readyz", timeout=10).status_code == 200, 30,
+               message="the gateway to be ready again")
+    accepted = submit(system.gateway_url, "count_primes", {"limit": 100})
+    assert accepted.status_code == 202
+    # The worker reconnected by itself and carries on.
+    wait_for_state(system.gateway_url, accepted.json()["task_id"], "succeeded")
+
+
+def test_gateway_answers_503_while_valkey_is_down(make_stack, nats_server, tmp_path):
+    data = tmp_path / "valkey"
+    data.mkdir()
+    valkey = ValkeyServer(data).start()
+    try:
+        system = make_stack(nats_server.url, NATSQ_VALKEY_URL=valkey.url)
+        system.start_gateway()
+        valkey.stop()
+        refused = submit(system.gateway_url, "wait", {"seconds": 0})
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "5"
+        assert refused.json()["error"]["message"] == "task storage is unavailable"
+        assert requests.get(f"{system.gateway_url}/readyz", timeout=10).json()["checks"]["valkey"] is False
+    finally:
+        valkey.stop()
