@@ -230,7 +230,7 @@ class NatsBroker(Broker):
         if not connection.connected:
             self._run(connection.open())
         pending = [
-            connection.publish_threadsafe(*self._outgoing(message, delay), self.publish_timeout_s)
+            connection.publisher.submit(*self._outgoing(message, delay), self.publish_timeout_s)
             for message in messages
         ]
         for future in pending:

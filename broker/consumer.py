@@ -130,6 +130,9 @@ class NatsConsumer(Consumer):
         self._requested = max(self._requested - 1, 0)
         self._held += 1
         self._connection.leases[msg.reply] = msg
+        if self._closed:  # answering a pull sent before close(): hand it back
+            self._hand_back(msg)
+            return
         deliveries = msg.metadata.num_delivered
         if deliveries > self._max_deliveries:
             # A message that keeps killing its worker never gets to nack itself.
@@ -157,20 +160,23 @@ class NatsConsumer(Consumer):
             self._failure = ConnectionClosed(f"consumer for queue {self._queue_name!r} was deleted")
         self._top_up()
 
-    def _settle(self, delivery: Msg) -> bool:
+    def _settle(self, delivery: Msg, *, pull_more: bool = True) -> bool:
         """Release a held delivery; False if it was settled already."""
         if self._connection.leases.pop(delivery.reply, None) is None:
             return False
         self._held -= 1
-        self._top_up()
+        if pull_more:
+            self._top_up()
         return True
 
     def _ack(self, delivery: Msg) -> None:
         if self._settle(delivery):
             asyncio.get_running_loop().create_task(delivery.ack())
 
-    def _nak(self, delivery: Msg) -> None:
-        if self._settle(delivery):
+    def _hand_back(self, delivery: Msg) -> None:
+        # Handing back happens on the way out: pulling more now would only
+        # fetch messages to a consumer about to close.
+        if self._settle(delivery, pull_more=False):
             asyncio.get_running_loop().create_task(delivery.nak())
 
     async def _dead_letter(self, delivery: Msg, body: bytes, reason: str) -> None:
@@ -187,7 +193,7 @@ class NatsConsumer(Consumer):
             "Natsq-Reason": reason[:1000],
             "Natsq-Deliveries": str(meta.num_delivered),
         }
-        await self._connection.publish(
+        await self._connection.publisher.publish(
             self._topology.dead_letter_subject(self._queue_name), body, headers, self._operation_timeout_s
         )
         if self._settle(delivery):
@@ -214,7 +220,7 @@ class NatsConsumer(Consumer):
         # Hand back what no worker has started, so other workers get it now.
         while True:
             try:
-                self._nak(self._ready.get_nowait()._delivery)
+                self._hand_back(self._ready.get_nowait()._delivery)
             except queue.Empty:
                 break
 
@@ -232,7 +238,7 @@ class NatsConsumer(Consumer):
 
     def requeue(self, messages: Iterable[NatsMessage]) -> None:
         for message in messages:
-            self._connection.loop.call_soon(self._nak, message._delivery)
+            self._connection.loop.call_soon(self._hand_back, message._delivery)
 
     def __next__(self) -> NatsMessage | None:
         if self._failure is not None:
