@@ -22,7 +22,7 @@ from nats.js.api import StorageType
 
 from ._loop import EventLoopThread
 from .connection import Connection, build_connect_options
-from .consumer import NatsConsumer
+from .consumer import NatsConsumer, NatsMessage
 from .topology import Topology, encode_queue_name
 
 #: Default server list, like RedisBroker's default URL.
@@ -233,11 +233,17 @@ class NatsBroker(Broker):
             connection.publisher.submit(*self._outgoing(message, delay), self.publish_timeout_s)
             for message in messages
         ]
-        for future in pending:
-            try:
-                future.result(self.publish_timeout_s + 1)
-            except concurrent.futures.TimeoutError:
-                raise ConnectionClosed("JetStream did not acknowledge the message in time") from None
+        try:
+            for future in pending:
+                try:
+                    future.result(self.publish_timeout_s + 1)
+                except concurrent.futures.TimeoutError:
+                    raise ConnectionClosed("JetStream did not acknowledge the message in time") from None
+        except ConnectionClosed:
+            for message in messages:
+                if isinstance(message, NatsMessage):  # a retry of a delivery this process holds
+                    message.copy_not_published()
+            raise
         for message in messages:
             self.emit_after("enqueue", message, delay)
         return messages

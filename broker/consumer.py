@@ -36,6 +36,16 @@ class NatsMessage(MessageProxy):
     def __init__(self, message: Message, delivery: Msg) -> None:
         super().__init__(message)
         self._delivery = delivery
+        self._copy_unpublished = False
+
+    def copy_not_published(self) -> None:
+        """Its retry copy could not be published: it must not be acknowledged.
+
+        Dramatiq's Retries middleware re-enqueues this very message and the
+        worker acks it afterwards even when that enqueue failed; acking would
+        lose the task, so the ack becomes a hand-back and it runs again.
+        """
+        self._copy_unpublished = True
 
     @property
     def deliveries(self) -> int:
@@ -227,6 +237,10 @@ class NatsConsumer(Consumer):
     # -- Dramatiq's Consumer interface (worker threads) -------------------------
 
     def ack(self, message: NatsMessage) -> None:
+        if message._copy_unpublished:
+            logger.warning("Handing back message %s: its retry could not be published.", message.message_id)
+            self._connection.loop.call_soon(self._hand_back, message._delivery)
+            return
         self._connection.loop.call_soon(self._ack, message._delivery)
 
     def nack(self, message: NatsMessage) -> None:

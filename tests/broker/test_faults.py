@@ -186,3 +186,41 @@ def test_delayed_messages_survive_restarts_of_every_process(start_nats, fault_se
     start_worker()
     assert marks.count("done", "later") == 0
     wait_until(lambda: marks.count("done", "later"), 20, message="the delayed message")
+
+
+def test_a_retry_that_cannot_be_published_is_not_lost(nats_server, namespace):
+    import dramatiq
+
+    broker = NatsBroker(nats_server.url, namespace=namespace, ack_wait_ms=30_000, publish_timeout_ms=500)
+    dramatiq.set_broker(broker)
+    attempts = []
+
+    def limit_message_size(max_msg_size: int) -> None:
+        async def update():
+            config = broker.topology.task_stream_config()
+            config.max_msg_size = max_msg_size
+            await broker._connection.js.update_stream(config)
+
+        broker._run(update())
+
+    @dramatiq.actor(max_retries=3, min_backoff=10, max_backoff=20)
+    def fails_once():
+        attempts.append(1)
+        if len(attempts) == 1:
+            # The retry copy carries a traceback: JetStream will refuse it.
+            limit_message_size(600)
+            raise RuntimeError("first attempt fails")
+
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        fails_once.send()
+        wait_until(lambda: attempts, 10, message="the first attempt")
+        time.sleep(1.0)  # Retries gave up on the copy; the worker tried to ack the original
+        limit_message_size(-1)
+        # Handed back rather than acked: it runs again well before the 30 s ack wait.
+        wait_until(lambda: len(attempts) >= 2, 10, message="the task to run again")
+        broker.join("default", timeout=10_000)
+    finally:
+        worker.stop(timeout=5_000)
+        broker.close()
