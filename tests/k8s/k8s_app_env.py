@@ -1,50 +1,47 @@
 """The environment variables the natsq app reads: the one list the manifests are checked against.
 
-Today this is the contract's table (CONTRACT.md, "Environment variables the app reads"). When
-`app/settings.py` exists, replace the body of `known_app_env_vars` with a read of the settings
-class (e.g. the pydantic-settings fields with their env prefix, plus their `*_FILE` variants);
-nothing else in tests/k8s needs to change.
+Derived from the code, so a setting added to or removed from `app/settings.py` changes what the
+manifests may set without touching this file:
+
+- every field of `app.settings.Settings` as `NATSQ_<FIELD>`, and as `NATSQ_<FIELD>_FILE` (the
+  settings class reads every field from a file named by that variable, see `_FileValues`);
+- the variables read outside the settings class (`grep -rn "environ\\|getenv" app/`):
+  gunicorn's config, prometheus-client's multiprocess directory, and Dramatiq's own variables
+  for its Prometheus middleware and the worker's prefetch.
 """
 
-# Settings whose value may also come from a file named by `<NAME>_FILE`.
-_SECRET_SETTINGS = (
-    "NATSQ_NATS_PASSWORD",
-    "NATSQ_NATS_TOKEN",
-    "NATSQ_VALKEY_PASSWORD",
-    "NATSQ_JWT_SECRET",
-    "NATSQ_JWT_PUBLIC_KEY",
+import sys
+
+from k8s_manifests import REPO
+
+# Read outside app.settings.Settings.
+_OTHER_VARIABLES = (
+    # app/gunicorn_conf.py
+    "NATSQ_BIND",
+    "WEB_CONCURRENCY",
+    "NATSQ_GATEWAY_THREADS",
+    # app/metrics.py, app/gunicorn_conf.py (prometheus-client multiprocess mode)
+    "PROMETHEUS_MULTIPROC_DIR",
+    # dramatiq.middleware.prometheus (the worker's metrics exporter)
+    "dramatiq_prom_port",
+    "dramatiq_prom_host",
+    "dramatiq_prom_db",
+    # dramatiq.worker
+    "dramatiq_queue_prefetch",
+    "dramatiq_delay_queue_prefetch",
 )
 
-_SETTINGS = (
-    "NATSQ_ENV",
-    "NATSQ_NATS_URL",
-    "NATSQ_NATS_USER",
-    "NATSQ_NATS_CREDS_FILE",
-    "NATSQ_NATS_TLS_CA_FILE",
-    "NATSQ_NATS_TLS_CERT_FILE",
-    "NATSQ_NATS_TLS_KEY_FILE",
-    "NATSQ_NAMESPACE",
-    "NATSQ_STREAM_REPLICAS",
-    "NATSQ_ACK_WAIT_MS",
-    "NATSQ_MAX_DELIVERIES",
-    "NATSQ_DEAD_LETTER_TTL_MS",
-    "NATSQ_VALKEY_URL",
-    "NATSQ_VALKEY_SENTINELS",
-    "NATSQ_VALKEY_SENTINEL_MASTER",
-    "NATSQ_RESULT_TTL_S",
-    "NATSQ_MAX_BODY_BYTES",
-    "NATSQ_AUTH_ENABLED",
-    "NATSQ_JWT_JWKS_URL",
-    "NATSQ_JWT_ISSUER",
-    "NATSQ_JWT_AUDIENCE",
-    "NATSQ_LOG_LEVEL",
-    # Read by prometheus-client and Dramatiq's Prometheus middleware, not by natsq's settings.
-    "PROMETHEUS_MULTIPROC_DIR",
-    "dramatiq_prom_port",
-    "dramatiq_prom_db",
-)
+
+def _settings_class():
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from app.settings import ENV_PREFIX, Settings
+
+    return ENV_PREFIX, Settings
 
 
 def known_app_env_vars() -> frozenset[str]:
     """Every environment variable name the natsq gateway and workers read."""
-    return frozenset(_SETTINGS + _SECRET_SETTINGS + tuple(f"{name}_FILE" for name in _SECRET_SETTINGS))
+    prefix, settings = _settings_class()
+    names = {f"{prefix}{field.upper()}" for field in settings.model_fields}
+    return frozenset(names | {f"{name}_FILE" for name in names} | set(_OTHER_VARIABLES))

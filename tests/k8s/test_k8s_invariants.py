@@ -294,6 +294,14 @@ def _app_containers(rendered: Rendered):
                 yield w, c
 
 
+def test_known_variables_come_from_the_app():
+    known = known_app_env_vars()
+    # A settings field, its *_FILE form, and the variables read outside the settings class.
+    assert {"NATSQ_VALKEY_SENTINEL_PASSWORD", "NATSQ_VALKEY_SENTINEL_PASSWORD_FILE", "NATSQ_NAMESPACE",
+            "NATSQ_BIND", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR", "dramatiq_prom_port"} <= known
+    assert "NATSQ_NO_SUCH_SETTING" not in known
+
+
 def test_app_sets_only_variables_the_app_reads(rendered: Rendered):
     known = known_app_env_vars()
     found = False
