@@ -23,7 +23,7 @@ from .dispatch import build_broker
 from .errors import ApiError
 from .logs import configure_logging, current_task_id
 from .settings import Settings
-from .store import TaskStore, connect_valkey
+from .store import TaskStore, connect_valkey, is_unavailable
 from .tasks import TASKS
 
 logger = logging.getLogger("natsq.gateway")
@@ -96,8 +96,12 @@ def submit_task():
     )
     task_id = message.message_id
     current_task_id.set(task_id)
-    stored_message = message.encode() if idempotency_key else None
-    existing = svc.store.create(task_id, spec.name, idempotency_key=idempotency_key, message=stored_message)
+    replayable = {}
+    if idempotency_key:
+        replayable["message"] = message.encode()
+        if submitted.delay_ms:
+            replayable["not_before_ms"] = int(time.time() * 1000) + submitted.delay_ms
+    existing = svc.store.create(task_id, spec.name, idempotency_key=idempotency_key, **replayable)
     if existing is not None:
         return _replay(svc, existing)
     try:
@@ -133,7 +137,9 @@ def _replay(svc: Services, task_id: str):
     if task is not None and not task["_published"] and task["_message"]:
         # The first request did not see its publish acknowledged: publish the
         # same message again; JetStream drops it if the first one did land.
-        _enqueue(svc, dramatiq.Message.decode(task["_message"]), None)
+        not_before = task["_not_before_ms"]
+        delay_ms = max(not_before - int(time.time() * 1000), 0) if not_before else None
+        _enqueue(svc, dramatiq.Message.decode(task["_message"]), delay_ms)
         svc.store.mark_published(task_id)
     response = _accepted(task_id, task["state"] if task else "queued")
     response.headers["Idempotent-Replayed"] = "true"
@@ -256,9 +262,10 @@ def _register_error_handlers(app: Flask) -> None:
             message = f"the body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes"
         return _render_error(ApiError(e.code or 400, code, message))
 
-    @app.errorhandler(valkey.exceptions.ConnectionError)
-    @app.errorhandler(valkey.exceptions.TimeoutError)
-    def storage_unavailable(e: Exception):
+    @app.errorhandler(valkey.exceptions.ValkeyError)
+    def storage_error(e: valkey.exceptions.ValkeyError):
+        if not is_unavailable(e):
+            return unexpected(e)
         logger.error("Valkey unavailable: %s", e)
         metrics.ENQUEUE_FAILURES.labels(reason="valkey_unavailable").inc()
         return _render_error(ApiError(503, "unavailable", "task storage is unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}))

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import valkey
+from valkey.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError, ValkeyError
 from valkey.sentinel import Sentinel
 
 from .settings import Settings
@@ -47,7 +48,20 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+#: Replies of a Valkey that cannot take writes right now (failover, lost
+#: replicas with min-replicas-to-write, loading its data).
+_UNAVAILABLE_REPLIES = ("NOREPLICAS", "MASTERDOWN", "LOADING", "READONLY", "TRYAGAIN")
+
+
+def is_unavailable(error: ValkeyError) -> bool:
+    """Whether an error means "Valkey is unavailable now", not a bug."""
+    if isinstance(error, (ConnectionError, TimeoutError, ReadOnlyError)):
+        return True
+    return isinstance(error, ResponseError) and str(error).startswith(_UNAVAILABLE_REPLIES)
+
+
 def connect_valkey(settings: Settings) -> valkey.Valkey:
+    """A client for the primary (asking the Sentinels for it when they are configured)."""
     password = settings.valkey_password.get_secret_value() if settings.valkey_password else None
     timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, "health_check_interval": 15}
     if settings.valkey_sentinel_addresses:
@@ -81,16 +95,27 @@ class TaskStore:
 
     # -- gateway ------------------------------------------------------------
 
-    def create(self, task_id: str, actor: str, *, idempotency_key: str | None = None, message: bytes | None = None) -> str | None:
+    def create(
+        self,
+        task_id: str,
+        actor: str,
+        *,
+        idempotency_key: str | None = None,
+        message: bytes | None = None,
+        not_before_ms: int | None = None,
+    ) -> str | None:
         """Record a new queued task.
 
         With an idempotency key already used, nothing is written and the id of
-        the task it created is returned instead.
+        the task it created is returned instead. ``message`` and
+        ``not_before_ms`` (epoch ms) let a replay publish the same message again.
         """
         now = now_iso()
         fields = ["state", "queued", "actor", actor, "attempts", "0", "created_at", now, "updated_at", now]
         if message is not None:
             fields += ["message", message]
+        if not_before_ms is not None:
+            fields += ["not_before_ms", not_before_ms]
         idem_key = f"{self.namespace}:idem:{idempotency_key}" if idempotency_key else ""
         existing = self._create(keys=[idem_key, self._key(task_id)], args=[self.ttl_s, task_id, *fields])
         return existing.decode() if existing else None
@@ -118,6 +143,7 @@ class TaskStore:
             task[field] = record[field].decode() if field in record else None
         task["_published"] = record.get("published") == b"1"
         task["_message"] = record.get("message")
+        task["_not_before_ms"] = int(record["not_before_ms"]) if "not_before_ms" in record else None
         return task
 
     def stats(self) -> dict[str, Any]:

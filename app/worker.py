@@ -8,55 +8,80 @@ task-state middleware, then declares one actor per task in ``app.tasks``.
 from __future__ import annotations
 
 import logging
+import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from dramatiq.middleware.prometheus import Prometheus
+from valkey.exceptions import ValkeyError
 
 from .dispatch import build_broker
 from .logs import configure_logging, current_task_id
 from .settings import Settings
-from .store import TaskStore, connect_valkey
+from .store import TaskStore, connect_valkey, is_unavailable
 from .tasks import TASKS, TaskSpec
 
 logger = logging.getLogger("natsq.worker")
 
 
+#: How long a state update keeps retrying while Valkey is unavailable:
+#: longer than a Sentinel failover, so one does not cost a task its state.
+VALKEY_OUTAGE_BUDGET_S = 45.0
+
+
 class TaskState(Middleware):
-    """Keeps each task's state, attempts, result and error in Valkey."""
+    """Keeps each task's state, attempts, result and error in Valkey.
+
+    Recording is best effort: a Valkey outage that outlasts the client's
+    retries is logged, and the task itself still runs and is acknowledged.
+    """
 
     def __init__(self, store: TaskStore) -> None:
         self.store = store
+
+    def _record(self, update, *args) -> None:
+        deadline = time.monotonic() + VALKEY_OUTAGE_BUDGET_S
+        backoff = 0.1
+        while True:
+            try:
+                update(*args)
+                return
+            except ValkeyError as e:
+                if not is_unavailable(e) or time.monotonic() + backoff > deadline:
+                    logger.error("Could not record the task's state: %s", e, extra={"update": update.__name__})
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     def before_process_message(self, broker, message):
         current_task_id.set(message.message_id)
         attempt = message.options.get("retries", 0) + 1
         logger.info("Task started.", extra={"actor": message.actor_name, "queue": message.queue_name, "attempt": attempt})
-        self.store.mark_running(message.message_id, message.actor_name, attempt)
+        self._record(self.store.mark_running, message.message_id, message.actor_name, attempt)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         try:
             if exception is None:
-                self.store.mark_succeeded(message.message_id, result)
+                self._record(self.store.mark_succeeded, message.message_id, result)
                 logger.info("Task succeeded.", extra={"actor": message.actor_name})
                 return
             error = f"{type(exception).__name__}: {exception}"
             if message.failed:
-                self.store.mark_failed(message.message_id, error)
+                self._record(self.store.mark_failed, message.message_id, error)
                 logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
             else:
                 # Retries ran first and counted this attempt in "retries" already.
-                self.store.mark_retrying(message.message_id, message.options.get("retries", 1), error)
+                self._record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), error)
                 logger.info("Task will be retried.", extra={"actor": message.actor_name, "error": error})
         finally:
             current_task_id.set(None)
 
     def after_skip_message(self, broker, message):
-        self.store.mark_failed(message.message_id, "skipped: older than its max_age")
+        self._record(self.store.mark_failed, message.message_id, "skipped: older than its max_age")
         current_task_id.set(None)
 
     def after_nack(self, broker, message):
-        self.store.mark_dead_lettered(message.message_id)
+        self._record(self.store.mark_dead_lettered, message.message_id)
         logger.warning("Task dead-lettered.", extra={"actor": message.actor_name, "task_id": message.message_id})
 
 

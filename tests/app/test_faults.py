@@ -89,3 +89,64 @@ def test_gateway_answers_503_while_valkey_is_down(make_stack, nats_server, tmp_p
         assert requests.get(f"{system.gateway_url}/readyz", timeout=10).json()["checks"]["valkey"] is False
     finally:
         valkey.stop()
+
+
+def test_a_replayed_idempotency_key_publishes_a_lost_first_attempt_with_its_delay(stack, valkey_server):
+    """The gateway died between recording a task and publishing it: the client's retry publishes it."""
+    import uuid
+
+    import dramatiq
+
+    from app.settings import Settings
+    from app.store import TaskStore, connect_valkey
+
+    settings = Settings(env="development", valkey_url=valkey_server.url, namespace=stack.env["NATSQ_NAMESPACE"])
+    store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
+    key = f"lost-{uuid.uuid4()}"
+    message = dramatiq.Message(queue_name="default", actor_name="count_primes", args=(), kwargs={"limit": 30}, options={})
+    store.create(message.message_id, "count_primes", idempotency_key=key,
+                 message=message.encode(), not_before_ms=int(time.time() * 1000) + 1_500)
+
+    replay = submit(stack.gateway_url, "count_primes", {"limit": 30}, headers={"Idempotency-Key": key})
+    assert replay.status_code == 202
+    assert replay.json()["task_id"] == message.message_id
+    time.sleep(0.8)
+    assert task(stack.gateway_url, message.message_id)["state"] == "queued"  # still waiting out its delay
+    done = wait_for_state(stack.gateway_url, message.message_id, "succeeded")
+    assert done["result"] == {"limit": 30, "primes": 10}
+
+
+def test_workers_ride_out_a_valkey_restart(make_stack, nats_server, tmp_path):
+    data = tmp_path / "valkey"
+    data.mkdir()
+    valkey = ValkeyServer(data).start()
+    try:
+        system = make_stack(nats_server.url, NATSQ_VALKEY_URL=valkey.url)
+        system.start_gateway()
+        system.start_worker()
+        task_id = submit(system.gateway_url, "count_primes", {"limit": 1000}, delay_ms=500).json()["task_id"]
+        valkey.stop()
+        time.sleep(2)  # the task runs while Valkey is down
+        valkey.start()
+        done = wait_for_state(system.gateway_url, task_id, "succeeded", timeout=30)
+        assert done["result"] == {"limit": 1000, "primes": 168}
+    finally:
+        valkey.stop()
+
+
+def test_gateway_answers_503_when_valkey_refuses_writes_without_replicas(make_stack, nats_server, tmp_path):
+    import valkey as valkey_client
+
+    data = tmp_path / "valkey"
+    data.mkdir()
+    server = ValkeyServer(data).start()
+    try:
+        system = make_stack(nats_server.url, NATSQ_VALKEY_URL=server.url)
+        system.start_gateway()
+        # The split-brain guard of the Kubernetes setup: no replica, no writes (NOREPLICAS).
+        valkey_client.Valkey.from_url(server.url).config_set("min-replicas-to-write", 1)
+        refused = submit(system.gateway_url, "wait", {"seconds": 0})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["message"] == "task storage is unavailable"
+    finally:
+        server.stop()

@@ -332,8 +332,27 @@ def test_app_configuration_points_at_real_things(rendered: Rendered):
         for i, sentinel in enumerate(sorted(s.strip() for s in sentinels)):
             assert sentinel == f"valkey-{i}.{valkey['spec']['serviceName']}.natsq-data.svc.cluster.local:26379"
         assert "NATSQ_VALKEY_URL" not in env, "the app must find the primary through Sentinel"
+        assert env.get("NATSQ_VALKEY_SENTINEL_PASSWORD_FILE"), "Sentinel requires a password (configure.sh)"
+        # Every secret file the app is pointed at is a key of the Secret mounted there.
+        for volume in pod_spec(w)["volumes"]:
+            if "secret" not in volume:
+                continue
+            mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == volume["name"])
+            keys = _secret_keys(rendered, _namespaced(w), volume["secret"]["secretName"])
+            for name, value in env.items():
+                if name.endswith("_FILE") and value and value.startswith(mount + "/"):
+                    assert value.removeprefix(mount + "/") in keys, f"{name}={value}: no such key in the Secret"
         assert c.get("securityContext", {}).get("readOnlyRootFilesystem") is True
         assert "/tmp" in mounts
+
+
+def _secret_keys(rendered: Rendered, namespace: str, name: str) -> set[str]:
+    secret = rendered.get("Secret", name, namespace)
+    if secret is not None:
+        return set(secret.get("data", {})) | set(secret.get("stringData", {}))
+    external = next(e for e in rendered.of_kind("ExternalSecret") if _namespaced(e) == namespace
+                    and e["spec"].get("target", {}).get("name", e["metadata"]["name"]) == name)
+    return {d["secretKey"] for d in external["spec"]["data"]}
 
 
 # --- Valkey -------------------------------------------------------------------------------------
@@ -348,6 +367,13 @@ def test_valkey_guards_against_split_brain_and_persists(rendered: Rendered):
     assert re.search(r"^appendonly yes", data["valkey.conf"], re.M)
     # quorum 2 of 3 Sentinels
     assert re.search(r"sentinel monitor \$\{MASTER_NAME\} \$\{primary\} 6379 2$", data["configure.sh"], re.M)
+    # Sentinel has its own password; its exporter and probe authenticate with it.
+    assert re.search(r'^requirepass "\$\{sentinel_password\}"$', data["configure.sh"], re.M)
+    sentinel_exporter = next(c for c in pod_spec(valkey)["containers"] if c["name"] == "sentinel-exporter")
+    assert any(e["name"] == "REDIS_PASSWORD" and e["valueFrom"]["secretKeyRef"]["key"] == "sentinel-password"
+               for e in sentinel_exporter["env"])
+    secret_name = next(v["secret"]["secretName"] for v in pod_spec(valkey)["volumes"] if v["name"] == "password")
+    assert "sentinel-password" in _secret_keys(rendered, "natsq-data", secret_name)
     names = {c["name"] for c in pod_spec(valkey)["containers"]}
     assert {"valkey", "sentinel", "exporter"} <= names
     assert valkey["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"

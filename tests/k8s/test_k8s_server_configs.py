@@ -133,8 +133,10 @@ def _configure(data: dict, tmp_path: Path, pod: int, memory_limit: int) -> Path:
     for name, text in data.items():
         (config_dir / name).write_text(text)
     (tmp_path / "password").write_text("valkey-pw")
+    (tmp_path / "sentinel-password").write_text("sentinel-pw")
     env = {"PATH": f"{_valkey_bin()}:{os.environ['PATH']}", "CONFIG_DIR": str(config_dir),
            "OUT_DIR": str(out_dir), "PASSWORD_FILE": str(tmp_path / "password"),
+           "SENTINEL_PASSWORD_FILE": str(tmp_path / "sentinel-password"),
            "SELF": f"valkey-{pod}.valkey-headless.natsq-data.svc.cluster.local",
            "MEMORY_LIMIT_BYTES": str(memory_limit)}
     subprocess.run(["sh", str(config_dir / "configure.sh")], env=env, check=True, timeout=60,
@@ -182,11 +184,19 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
         # No replica yet: min-replicas-to-write refuses writes instead of risking their loss.
         assert "NOREPLICAS" in valkey("SET", "x", "1")
 
-        def sentinel(*args: str) -> str:
-            return subprocess.run([*cli, "-p", str(sentinel_port), *args], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+        def sentinel(*args: str, password: str | None = "sentinel-pw") -> str:
+            env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+            if password:
+                env["REDISCLI_AUTH"] = password
+            result = subprocess.run([*cli, "-p", str(sentinel_port), *args], capture_output=True, text=True,
+                                    env=env, timeout=10)
+            return (result.stdout + result.stderr).strip()
 
         wait_for(lambda: sentinel("PING") == "PONG", 15, "sentinel")
+        # Sentinel requires its own password: unauthenticated and wrong-password clients are refused.
+        assert "NOAUTH" in sentinel("SENTINEL", "get-master-addr-by-name", "mymaster", password=None)
+        assert "NOAUTH" in sentinel("PING", password=None)
+        assert "WRONGPASS" in sentinel("PING", password="valkey-pw")
         assert sentinel("SENTINEL", "get-master-addr-by-name", "mymaster").splitlines() == ["localhost", str(port)]
         master = sentinel("SENTINEL", "master", "mymaster").splitlines()
         assert master[master.index("quorum") + 1] == "2"
@@ -195,6 +205,12 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
             fields = sentinel("SENTINEL", "master", "mymaster").splitlines()
             return fields[fields.index("role-reported") + 1] == "master" and "s_down" not in fields
         wait_for(primary_seen, 15, "sentinel to see the primary")
+
+        # The app's way in (app/store.py): valkey-py's Sentinel with sentinel_kwargs={"password": ...}.
+        from valkey.sentinel import Sentinel
+
+        assert Sentinel([("127.0.0.1", sentinel_port)], sentinel_kwargs={"password": "sentinel-pw"},
+                        socket_timeout=2).discover_master("mymaster") == ("localhost", port)
     finally:
         for p in processes:
             p.terminate()
