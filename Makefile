@@ -6,7 +6,7 @@ UV := $(UV_HOME)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test run bench clean prometheus-tools
+.PHONY: venv test run bench clean system-tools diagrams
 
 $(UV):
 	python3 -m venv $(UV_HOME)
@@ -22,14 +22,15 @@ venv: $(VENV)/.synced
 clean:
 	rm -rf $(VENV) .venv-checkov $(UV_HOME) .pytest_cache
 
-# Debian's prometheus package gives promtool and prometheus for the observability tests.
-PROMTOOL := $(shell command -v promtool 2>/dev/null)
-prometheus-tools:
-ifndef PROMTOOL
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+# Debian packages the tests use: prometheus (promtool and a real Prometheus for the
+# observability tests) and graphviz (the architecture diagrams).
+SYSTEM_TOOLS_MISSING := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v dot),,graphviz)
+system-tools:
+ifneq ($(strip $(SYSTEM_TOOLS_MISSING)),)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_TOOLS_MISSING) >/dev/null
 endif
 
-test: venv prometheus-tools
+test: venv system-tools
 	$(VENV)/bin/pytest
 
 run: venv
@@ -37,3 +38,7 @@ run: venv
 
 bench: venv
 	$(PY) tests/bench/run.py
+
+# Re-render architecture/diagrams.png from architecture/diagrams.dot.
+diagrams: system-tools
+	python3 architecture/render.py
