@@ -74,21 +74,25 @@ def test_gateway_answers_503_while_nats_is_down_and_recovers(make_stack, start_n
     wait_for_state(system.gateway_url, accepted.json()["task_id"], "succeeded")
 
 
-def test_gateway_answers_503_while_valkey_is_down(make_stack, nats_server, tmp_path):
+@pytest.fixture
+def own_valkey(tmp_path):
+    """A valkey-server the test may stop and restart (same port, same data)."""
     data = tmp_path / "valkey"
     data.mkdir()
-    valkey = ValkeyServer(data).start()
-    try:
-        system = make_stack(nats_server.url, NATSQ_VALKEY_URL=valkey.url)
-        system.start_gateway()
-        valkey.stop()
-        refused = submit(system.gateway_url, "wait", {"seconds": 0})
-        assert refused.status_code == 503
-        assert refused.headers["Retry-After"] == "5"
-        assert refused.json()["error"]["message"] == "task storage is unavailable"
-        assert requests.get(f"{system.gateway_url}/readyz", timeout=10).json()["checks"]["valkey"] is False
-    finally:
-        valkey.stop()
+    server = ValkeyServer(data).start()
+    yield server
+    server.stop()
+
+
+def test_gateway_answers_503_while_valkey_is_down(make_stack, nats_server, own_valkey):
+    system = make_stack(nats_server.url, NATSQ_VALKEY_URL=own_valkey.url)
+    system.start_gateway()
+    own_valkey.stop()
+    refused = submit(system.gateway_url, "wait", {"seconds": 0})
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "5"
+    assert refused.json()["error"]["message"] == "task storage is unavailable"
+    assert requests.get(f"{system.gateway_url}/readyz", timeout=10).json()["checks"]["valkey"] is False
 
 
 def test_a_replayed_idempotency_key_publishes_a_lost_first_attempt_with_its_delay(stack, valkey_server):
@@ -116,37 +120,25 @@ def test_a_replayed_idempotency_key_publishes_a_lost_first_attempt_with_its_dela
     assert done["result"] == {"limit": 30, "primes": 10}
 
 
-def test_workers_ride_out_a_valkey_restart(make_stack, nats_server, tmp_path):
-    data = tmp_path / "valkey"
-    data.mkdir()
-    valkey = ValkeyServer(data).start()
-    try:
-        system = make_stack(nats_server.url, NATSQ_VALKEY_URL=valkey.url)
-        system.start_gateway()
-        system.start_worker()
-        task_id = submit(system.gateway_url, "count_primes", {"limit": 1000}, delay_ms=500).json()["task_id"]
-        valkey.stop()
-        time.sleep(2)  # the task runs while Valkey is down
-        valkey.start()
-        done = wait_for_state(system.gateway_url, task_id, "succeeded", timeout=30)
-        assert done["result"] == {"limit": 1000, "primes": 168}
-    finally:
-        valkey.stop()
+def test_workers_ride_out_a_valkey_restart(make_stack, nats_server, own_valkey):
+    system = make_stack(nats_server.url, NATSQ_VALKEY_URL=own_valkey.url)
+    system.start_gateway()
+    system.start_worker()
+    task_id = submit(system.gateway_url, "count_primes", {"limit": 1000}, delay_ms=500).json()["task_id"]
+    own_valkey.stop()
+    time.sleep(2)  # the task runs while Valkey is down
+    own_valkey.start()
+    done = wait_for_state(system.gateway_url, task_id, "succeeded", timeout=30)
+    assert done["result"] == {"limit": 1000, "primes": 168}
 
 
-def test_gateway_answers_503_when_valkey_refuses_writes_without_replicas(make_stack, nats_server, tmp_path):
-    import valkey as valkey_client
+def test_gateway_answers_503_when_valkey_refuses_writes_without_replicas(make_stack, nats_server, own_valkey):
+    import valkey
 
-    data = tmp_path / "valkey"
-    data.mkdir()
-    server = ValkeyServer(data).start()
-    try:
-        system = make_stack(nats_server.url, NATSQ_VALKEY_URL=server.url)
-        system.start_gateway()
-        # The split-brain guard of the Kubernetes setup: no replica, no writes (NOREPLICAS).
-        valkey_client.Valkey.from_url(server.url).config_set("min-replicas-to-write", 1)
-        refused = submit(system.gateway_url, "wait", {"seconds": 0})
-        assert refused.status_code == 503
-        assert refused.json()["error"]["message"] == "task storage is unavailable"
-    finally:
-        server.stop()
+    system = make_stack(nats_server.url, NATSQ_VALKEY_URL=own_valkey.url)
+    system.start_gateway()
+    # The split-brain guard of the Kubernetes setup: no replica, no writes (NOREPLICAS).
+    valkey.Valkey.from_url(own_valkey.url).config_set("min-replicas-to-write", 1)
+    refused = submit(system.gateway_url, "wait", {"seconds": 0})
+    assert refused.status_code == 503
+    assert refused.json()["error"]["message"] == "task storage is unavailable"
