@@ -355,6 +355,24 @@ def _secret_keys(rendered: Rendered, namespace: str, name: str) -> set[str]:
     return {d["secretKey"] for d in external["spec"]["data"]}
 
 
+def test_workers_scale_on_the_stream_the_app_uses(rendered: Rendered):
+    namespace = rendered.get("ConfigMap", "natsq-config", "natsq")["data"]["NATSQ_NAMESPACE"]
+    for scaler in rendered.of_kind("ScaledObject"):
+        for trigger in scaler["spec"]["triggers"]:
+            if trigger["type"] == "nats-jetstream":
+                assert trigger["metadata"]["stream"] == f"{namespace}-tasks", name_of(scaler)
+
+
+def test_each_cloud_has_its_own_stream_namespace(all_rendered):
+    """Clusters joined into one NATS super-cluster share one JetStream domain: stream names must differ."""
+    namespaces = {name: overlay.get("ConfigMap", "natsq-config", "natsq")["data"]["NATSQ_NAMESPACE"]
+                  for name, overlay in all_rendered.items() if name.startswith("prod-")}
+    assert len(namespaces) >= 3
+    assert len(set(namespaces.values())) == len(namespaces), namespaces
+    for name, namespace in namespaces.items():
+        assert namespace == f"natsq-{name.removeprefix('prod-')}", (name, namespace)
+
+
 # --- Valkey -------------------------------------------------------------------------------------
 
 def test_valkey_guards_against_split_brain_and_persists(rendered: Rendered):
