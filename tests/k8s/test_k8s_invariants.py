@@ -237,7 +237,13 @@ def test_nats_config_is_durable_and_lame_ducks(rendered: Rendered):
     sts, conf, env = _nats(rendered)
     assert re.search(r"sync_interval:\s*always", conf)
     assert re.search(r"server_name:\s*\$SERVER_NAME", conf)
-    assert env["SERVER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # The pod name (KEDA's nats-jetstream scaler reaches a consumer's leader at <server_name>.<headless>),
+    # or with nats-multicloud a per-cluster prefix + the pod name (unique across the super-cluster).
+    if "valueFrom" in env["SERVER_NAME"]:
+        assert env["SERVER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    else:
+        assert env["SERVER_NAME"]["value"] == "$(NATS_SERVER_NAME_PREFIX)$(POD_NAME)"
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert "lame_duck_duration" in conf and "lame_duck_grace_period" in conf
     container = next(c for c in pod_spec(sts)["containers"] if c["name"] == "nats")
     assert "ldm" in " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
@@ -248,6 +254,56 @@ def test_nats_config_is_durable_and_lame_ducks(rendered: Rendered):
     assert limits == requests, "NATS runs with Guaranteed QoS"
     exporter = next(c for c in pod_spec(sts)["containers"] if c["name"] == "exporter")
     assert "-jsz=all" in exporter["args"] and "-prefix=nats" in exporter["args"]
+
+
+def test_prod_cloud_overlays_join_the_fleet(all_rendered):
+    for name, overlay in all_rendered.items():
+        joins = overlay.get("Service", "nats-gateway", "natsq-data") is not None
+        assert joins == name.startswith("prod-"), f"{name}: nats-multicloud belongs to the prod-<cloud> overlays"
+
+
+def test_nats_multicloud_wiring(rendered: Rendered):
+    """nats-multicloud: include, ConfigMap, certificates, load balancer and NetworkPolicies fit together."""
+    gateway_svc = rendered.get("Service", "nats-gateway", "natsq-data")
+    if gateway_svc is None:
+        return
+    sts, conf, env = _nats(rendered)
+    spec = pod_spec(sts)
+    container = next(c for c in spec["containers"] if c["name"] == "nats")
+    config_name = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "config")
+    config = rendered.get("ConfigMap", config_name, "natsq-data")["data"]
+    entry = container["args"][container["args"].index("--config") + 1]
+    assert entry == "/etc/nats/nats-multicloud.conf"
+    includes = re.findall(r"^include\s+(\S+)$", config["nats-multicloud.conf"], re.M)
+    assert includes == ["./nats.conf", "../nats-multicloud/multicloud.conf"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    # include paths are relative to /etc/nats: ../nats-multicloud is the ConfigMap's mount.
+    multicloud_cm = volumes[mounts["/etc/nats-multicloud"]]["configMap"]["name"]
+    multicloud = rendered.get("ConfigMap", multicloud_cm, "natsq-data")["data"]
+    assert {"multicloud.conf", "cluster-name", "server-name-prefix"} <= set(multicloud)
+    assert env["NATS_CLUSTER_NAME"]["valueFrom"]["configMapKeyRef"] == {"name": multicloud_cm, "key": "cluster-name"}
+    assert env["NATS_SERVER_NAME_PREFIX"]["valueFrom"]["configMapKeyRef"] == {
+        "name": multicloud_cm, "key": "server-name-prefix"}
+    assert re.search(r"^\s*name:\s*\$NATS_CLUSTER_NAME$", conf, re.M), "the gateway name must equal the cluster name"
+    # Certificates where multicloud-topology's config expects them, from Vault.
+    externals = {e["spec"]["target"]["name"]: e for e in rendered.of_kind("ExternalSecret")
+                 if _namespaced(e) == "natsq-data"}
+    for kind in ("gateway", "leaf"):
+        secret = volumes[mounts[f"/etc/nats-certs/{kind}"]]["secret"]
+        assert secret["optional"] is True, "a cluster that joins no fleet starts without certificates"
+        keys = {d["secretKey"] for d in externals[secret["secretName"]]["spec"]["data"]}
+        assert keys == {"tls.crt", "tls.key", "ca.crt"}
+    # Gateway (7222) and leaf-node (7422) ports: container, load balancer, both policy directions.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["gateway"] == 7222 and ports["leafnodes"] == 7422
+    assert gateway_svc["spec"]["type"] == "LoadBalancer"
+    assert {p["port"] for p in gateway_svc["spec"]["ports"]} == {7222, 7422}
+    policies = [p for p in _policies(rendered, "natsq-data")
+                if selector_matches(p["spec"]["podSelector"], pod_labels(sts))]
+    ingress = {port["port"] for p in policies for rule in p["spec"].get("ingress", []) for port in rule.get("ports", [])}
+    egress = {port["port"] for p in policies for rule in p["spec"].get("egress", []) for port in rule.get("ports", [])}
+    assert {7222, 7422} <= ingress and {7222, 7422} <= egress
 
 
 def _bytes(quantity: str) -> int:

