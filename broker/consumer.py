@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import queue
@@ -83,6 +84,8 @@ class NatsConsumer(Consumer):
         self._held = 0  # delivered to this consumer and not yet settled
         self._requested = 0  # asked for in pull requests and not yet delivered
         self._pull_timer: asyncio.TimerHandle | None = None
+        self._settlements: collections.deque[tuple[Msg, bool]] = collections.deque()
+        self._settlements_scheduled = False
         self._closed = False
         self._failure: Exception | None = None
         self._inbox = ""
@@ -170,24 +173,46 @@ class NatsConsumer(Consumer):
             self._failure = ConnectionClosed(f"consumer for queue {self._queue_name!r} was deleted")
         self._top_up()
 
-    def _settle(self, delivery: Msg, *, pull_more: bool = True) -> bool:
+    def _settle(self, delivery: Msg) -> bool:
         """Release a held delivery; False if it was settled already."""
         if self._connection.leases.pop(delivery.reply, None) is None:
             return False
         self._held -= 1
-        if pull_more:
-            self._top_up()
         return True
 
-    def _ack(self, delivery: Msg) -> None:
-        if self._settle(delivery):
-            asyncio.get_running_loop().create_task(delivery.ack())
-
     def _hand_back(self, delivery: Msg) -> None:
-        # Handing back happens on the way out: pulling more now would only
-        # fetch messages to a consumer about to close.
-        if self._settle(delivery, pull_more=False):
+        # Handing back happens on the way out: no pulling more here, that
+        # would only fetch messages to a consumer about to close.
+        if self._settle(delivery):
             asyncio.get_running_loop().create_task(delivery.nak())
+
+    def _settle_from_thread(self, delivery: Msg, *, ack: bool) -> None:
+        """Queue an ack (or hand-back) for the loop; one wake-up serves a batch."""
+        self._settlements.append((delivery, ack))
+        if not self._settlements_scheduled:
+            self._settlements_scheduled = True
+            self._connection.loop.call_soon(self._drain_settlements)
+
+    def _drain_settlements(self) -> None:
+        self._settlements_scheduled = False  # before draining: a later append schedules anew
+        batch = []
+        while self._settlements:
+            delivery, ack = self._settlements.popleft()
+            if self._settle(delivery):
+                batch.append((delivery, ack))
+        if batch:
+            asyncio.get_running_loop().create_task(self._send_settlements(batch))
+        if any(ack for _, ack in batch):  # hand-backs come on the way out: pull no more for them
+            self._top_up()
+
+    @staticmethod
+    async def _send_settlements(batch: list[tuple[Msg, bool]]) -> None:
+        for delivery, ack in batch:
+            try:
+                await (delivery.ack() if ack else delivery.nak())
+            except Exception:
+                # Not acknowledged: JetStream redelivers it after the ack wait.
+                logger.warning("Could not settle a delivery.", exc_info=True)
 
     async def _dead_letter(self, delivery: Msg, body: bytes, reason: str) -> None:
         """Publish to the dead-letter stream, then remove the original.
@@ -208,6 +233,7 @@ class NatsConsumer(Consumer):
         )
         if self._settle(delivery):
             await delivery.term()
+            self._top_up()
 
     async def _dead_letter_quietly(self, delivery: Msg, body: bytes, reason: str) -> None:
         logger.error("Dead-lettering a message of queue %r: %s", self._queue_name, reason)
@@ -239,9 +265,9 @@ class NatsConsumer(Consumer):
     def ack(self, message: NatsMessage) -> None:
         if message._copy_unpublished:
             logger.warning("Handing back message %s: its retry could not be published.", message.message_id)
-            self._connection.loop.call_soon(self._hand_back, message._delivery)
+            self._settle_from_thread(message._delivery, ack=False)
             return
-        self._connection.loop.call_soon(self._ack, message._delivery)
+        self._settle_from_thread(message._delivery, ack=True)
 
     def nack(self, message: NatsMessage) -> None:
         reason = "failed"
@@ -252,7 +278,7 @@ class NatsConsumer(Consumer):
 
     def requeue(self, messages: Iterable[NatsMessage]) -> None:
         for message in messages:
-            self._connection.loop.call_soon(self._hand_back, message._delivery)
+            self._settle_from_thread(message._delivery, ack=False)
 
     def __next__(self) -> NatsMessage | None:
         if self._failure is not None:
