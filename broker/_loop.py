@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import threading
 from collections.abc import Coroutine
@@ -55,8 +56,13 @@ class EventLoopThread:
         return self._thread is threading.current_thread()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the loop from any other thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        """Schedule ``coro`` on the loop from any other thread.
+
+        It runs in an empty context: the caller's context variables (a
+        request's task id in a log context, say) must not leak into
+        long-lived tasks of the connection.
+        """
+        return contextvars.Context().run(asyncio.run_coroutine_threadsafe, coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         """Run ``coro`` on the loop and wait for its result (seconds)."""
@@ -71,7 +77,7 @@ class EventLoopThread:
             raise TimeoutError(f"operation did not finish within {timeout} s") from None
 
     def call_soon(self, callback: Any, *args: Any) -> None:
-        self.loop.call_soon_threadsafe(callback, *args)
+        self.loop.call_soon_threadsafe(callback, *args, context=contextvars.Context())
 
     def stop(self) -> None:
         """Stop this process's loop, if it has one."""
