@@ -17,6 +17,9 @@ from k8s_manifests import (
     selector_matches,
 )
 
+# Created by terraform/modules/cluster-addons (charts/natsq-platform), referenced by the ExternalSecrets.
+CLUSTER_SECRET_STORE = "vault-natsq"
+
 RESTRICTED_VOLUME_TYPES = {"configMap", "downwardAPI", "emptyDir", "projected", "secret", "csi",
                            "persistentVolumeClaim", "ephemeral", "image"}
 
@@ -480,9 +483,11 @@ def test_only_dev_commits_secret_values(rendered: Rendered):
     if rendered.name == "dev":
         return
     assert rendered.of_kind("Secret") == [], "outside dev, secrets come from Vault (ExternalSecret)"
-    stores = {s["metadata"]["name"] for s in rendered.of_kind("ClusterSecretStore")}
+    # The store is the cluster's (terraform/modules/cluster-addons creates it; tests/terraform checks
+    # the name): the overlays only refer to it.
+    assert rendered.of_kind("ClusterSecretStore", "SecretStore") == []
     for external in rendered.of_kind("ExternalSecret"):
-        assert external["spec"]["secretStoreRef"]["name"] in stores
+        assert external["spec"]["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": CLUSTER_SECRET_STORE}
 
 
 def test_monitors_are_selected_by_kube_prometheus_stack_and_cover_every_metrics_port(rendered: Rendered):
@@ -511,6 +516,21 @@ def test_monitors_are_selected_by_kube_prometheus_stack_and_cover_every_metrics_
                 ("StatefulSet/natsq-data/nats", 7777), ("StatefulSet/natsq-data/valkey", 9121),
                 ("StatefulSet/natsq-data/valkey", 9122)}
     assert expected <= scraped
+
+
+def test_each_overlay_has_a_cluster_entry_point_with_only_its_application(all_rendered):
+    """k8s/argocd/<overlay>: what Terraform's root Application (app of apps) points at."""
+    from k8s_manifests import ARGOCD_DIR, render
+
+    for name in all_rendered:
+        objects = render(ARGOCD_DIR / name)
+        assert sorted(o["kind"] for o in objects) == ["AppProject", "Application"], name
+        app = next(o for o in objects if o["kind"] == "Application")
+        assert app["metadata"]["name"] == f"natsq-{name}" and app["metadata"]["namespace"] == "argocd"
+        assert app["spec"]["source"]["path"] == f"k8s/overlays/{name}"
+        # The Namespaces are objects of the overlay (k8s/base/namespaces): Argo CD must not create them.
+        assert "CreateNamespace=true" not in app["spec"].get("syncPolicy", {}).get("syncOptions", [])
+        assert "namespace" not in app["spec"]["destination"]
 
 
 def test_one_argocd_application_per_overlay(argocd_rendered: Rendered, all_rendered):

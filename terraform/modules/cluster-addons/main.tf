@@ -16,6 +16,8 @@ locals {
   prometheus_release = "kube-prometheus-stack"
   loki_url           = "http://loki.loki.svc.cluster.local:3100"
   common_labels      = { cluster = var.cluster_name, environment = var.environment }
+  # k8s/components/external-secrets and nats-multicloud reference this name.
+  secret_store_name = "vault-natsq"
 }
 
 resource "helm_release" "cert_manager" {
@@ -224,19 +226,23 @@ resource "helm_release" "chaos_mesh" {
   })]
 }
 
-# Cluster-scoped glue that needs the CRDs above: the Vault ClusterSecretStore,
-# the ACME ClusterIssuer and the NATS multi-cloud config for the app namespace.
+# Cluster-scoped glue that needs the CRDs above: the cluster's one Vault
+# ClusterSecretStore (vault-natsq, used by Grafana's admin secret here and by
+# the natsq ExternalSecrets in k8s/), the ACME ClusterIssuer and the
+# StorageClass. The release lives in its own namespace: the natsq namespaces
+# (natsq, natsq-data, natsq-monitoring) are objects of k8s/base, deployed by
+# Argo CD, and Terraform creates nothing in them.
 resource "helm_release" "platform" {
   name             = "natsq-platform"
   chart            = "${path.module}/charts/natsq-platform"
-  namespace        = var.app.namespace
+  namespace        = "natsq-platform"
   create_namespace = true
   atomic           = true
   timeout          = 300
 
   values = [yamlencode({
-    appNamespace = var.app.namespace
-    clusterName  = var.cluster_name
+    clusterName = var.cluster_name
+    secretStore = { name = local.secret_store_name }
     vault = {
       server        = var.vault.address
       authMountPath = var.vault.auth_mount_path
@@ -248,7 +254,6 @@ resource "helm_release" "platform" {
       email        = var.acme_email
       ingressClass = var.ingress_class
     }
-    natsMulticloudConf = var.nats_multicloud_conf
     storageClass = var.storage_class_spec == null ? null : {
       name        = var.storage_class
       provisioner = var.storage_class_spec.provisioner
@@ -257,6 +262,20 @@ resource "helm_release" "platform" {
   })]
 
   depends_on = [helm_release.cert_manager, helm_release.external_secrets]
+}
+
+# Argo CD's root Application (app of apps) for natsq: it deploys
+# k8s/argocd/<overlay> from Git (the AppProject and the one Application of this
+# cluster's overlay), patching in this cluster's repository, revision and NATS
+# fleet values. Git owns the natsq Application; Terraform owns only the root.
+module "bootstrap" {
+  source = "../argocd-bootstrap"
+
+  repo_url             = var.app.repo_url
+  target_revision      = var.app.target_revision
+  overlay              = var.app.overlay
+  nats_cluster_name    = var.cluster_name
+  nats_multicloud_conf = var.nats_multicloud_conf
 }
 
 resource "helm_release" "app" {
@@ -269,26 +288,7 @@ resource "helm_release" "app" {
   timeout    = 300
 
   values = [yamlencode({
-    applications = {
-      natsq = {
-        namespace  = "argocd"
-        project    = "default"
-        finalizers = ["resources-finalizer.argocd.argoproj.io"]
-        source = {
-          repoURL        = var.app.repo_url
-          targetRevision = var.app.target_revision
-          path           = "k8s/overlays/${var.app.overlay}"
-        }
-        destination = {
-          server    = "https://kubernetes.default.svc"
-          namespace = var.app.namespace
-        }
-        syncPolicy = {
-          automated   = { prune = true, selfHeal = true }
-          syncOptions = ["CreateNamespace=true", "ServerSideApply=true"]
-        }
-      }
-    }
+    applications = { (module.bootstrap.root_application_name) = module.bootstrap.root_application }
   })]
 
   depends_on = [helm_release.argo_cd, helm_release.platform, helm_release.kube_prometheus_stack, helm_release.keda]

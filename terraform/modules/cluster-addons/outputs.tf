@@ -17,12 +17,18 @@ output "namespaces" {
 }
 
 output "argocd_application" {
-  description = "Argo CD Application that deploys natsq, and the overlay it tracks."
+  description = "Argo CD Applications: the root (Terraform's) and the natsq Application it deploys from Git, with the overlay and revision they track."
   value = {
-    name     = "natsq"
-    path     = "k8s/overlays/${var.app.overlay}"
+    root     = module.bootstrap.root_application_name
+    name     = module.bootstrap.application_name
+    path     = module.bootstrap.overlay_path
     revision = var.app.target_revision
   }
+}
+
+output "cluster_secret_store" {
+  description = "Name of the cluster's Vault ClusterSecretStore, which the natsq ExternalSecrets reference."
+  value       = local.secret_store_name
 }
 
 output "chart_versions" {

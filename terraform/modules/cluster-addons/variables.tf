@@ -81,12 +81,11 @@ variable "ingress_class" {
 }
 
 variable "app" {
-  description = "Where Argo CD takes the natsq application from: Git repository, revision and the kustomize overlay under k8s/overlays/."
+  description = "Where Argo CD takes natsq from: Git repository, revision, and the overlay (k8s/argocd/<overlay> holds its Application, k8s/overlays/<overlay> the manifests)."
   type = object({
     repo_url        = string
     target_revision = optional(string, "main")
     overlay         = string
-    namespace       = optional(string, "natsq")
   })
 
   validation {
@@ -100,7 +99,7 @@ variable "app" {
 }
 
 variable "nats_multicloud_conf" {
-  description = "nats-server.conf fragment that joins this cluster to the fleet (output this_nats_conf of the multicloud-topology module); empty for a single cluster."
+  description = "nats-server.conf fragment that joins this cluster to the fleet (output this_nats_conf of the multicloud-topology module), patched into the ConfigMap natsq-nats-multicloud of the overlay through Argo CD; empty for a single cluster."
   type        = string
   default     = ""
 }
