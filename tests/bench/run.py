@@ -95,6 +95,7 @@ SHORT_DURABILITY = {
     "nats_default": "NATS default sync",
     "redis": "valkey everysec",
 }
+JSON_NAMES = {"nats_always": "nats", "nats_default": "nats_default_sync", "redis": "redis"}
 LABELS = {"nats_always": "NatsBroker (sync always)", "nats_default": "NatsBroker (default sync)", "redis": "RedisBroker"}
 
 
@@ -656,6 +657,7 @@ class Figure:
     note: str = ""
     show: bool = True  # in the table (every figure is in the JSON)
     runs: dict[str, list[float]] = field(default_factory=dict)
+    failed_runs: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
     def median(self, key: str) -> float | None:
@@ -692,6 +694,9 @@ def target_status(figure: Figure, key: str, gateway_p99: float | None = None) ->
         return "", ""
     kind, limit = figure.target
     missing = "ERROR" if figure.error else "n/a"
+    if figure.failed_runs.get(key):
+        # A median over the runs that survived would flatter it: any failed run fails the target.
+        return (f">= {limit:g}x" if kind == "ratio" else f"<= {limit:g} ms"), "ERROR"
     if kind == "ratio":
         ratio = figure.ratio(key)
         status = missing if ratio is None else ("PASS" if ratio >= limit else "SHORT")
@@ -713,10 +718,12 @@ def render_table(figures: list[Figure]) -> str:
             target, status = target_status(figure, key)
             if key == "nats_default" and status:
                 status = f"({status})"  # targets are judged on the project's config, sync=always
+            failed = figure.failed_runs.get(key, 0)
             rows.append([
                 f"{figure.title} [{figure.unit}]" if key == "nats_always" else "",
                 f"{SHORT_DURABILITY[key]} / {SHORT_DURABILITY['redis']}",
-                fmt_number(figure.median(key), figure.unit),
+                fmt_number(figure.median(key), figure.unit)
+                + (f" ({failed}/{failed + len(figure.runs.get(key, []))} runs failed)" if failed else ""),
                 fmt_number(figure.median("redis"), figure.unit),
                 "n/a" if ratio is None else f"{ratio:.2f}x",
                 target if key == "nats_always" else "",
@@ -745,6 +752,8 @@ def summary_json(figures: list[Figure], args: argparse.Namespace, errors: list[s
         out[f"{figure.key}_redis"] = round_or_none(figure.median("redis"))
         out[f"{figure.key}_ratio"] = round_or_none(figure.ratio("nats_always"), 3)
         out[f"{figure.key}_ratio_default_sync"] = round_or_none(figure.ratio("nats_default"), 3)
+        for key, count in figure.failed_runs.items():
+            out[f"{figure.key}_{JSON_NAMES[key]}_failed_runs"] = count
         if figure.target:
             targets[figure.key] = target_status(figure, "nats_always")[1]
     out["targets"] = targets
@@ -909,6 +918,7 @@ def main(argv: list[str] | None = None) -> int:
                         errors.append(message + "\n" + traceback.format_exc())
                         for key in figure_keys:
                             by_key[key].error = message
+                            by_key[key].failed_runs[target.key] = by_key[key].failed_runs.get(target.key, 0) + 1
                         # Let retries of a failed enqueue run out (publish timeout: 10 s) before the next measurement.
                         time.sleep(SETTLE_AFTER_ERROR_S)
                         continue
