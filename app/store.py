@@ -15,6 +15,8 @@ from typing import Any
 
 import valkey
 from valkey.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError, ValkeyError
+from valkey.backoff import NoBackoff
+from valkey.retry import Retry
 from valkey.sentinel import Sentinel
 
 from .settings import Settings
@@ -63,7 +65,14 @@ def is_unavailable(error: ValkeyError) -> bool:
 def connect_valkey(settings: Settings) -> valkey.Valkey:
     """A client for the primary (asking the Sentinels for it when they are configured)."""
     password = settings.valkey_password.get_secret_value() if settings.valkey_password else None
-    timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, "health_check_interval": 15}
+    timeouts = {
+        "socket_timeout": 2.0,
+        "socket_connect_timeout": 2.0,
+        "health_check_interval": 15,
+        # A pooled connection to a restarted server fails once: retry on a fresh one.
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [ConnectionError],
+    }
     if settings.valkey_sentinel_addresses:
         sentinel_password = settings.valkey_sentinel_password
         sentinel = Sentinel(

@@ -128,7 +128,13 @@ def test_workers_ride_out_a_valkey_restart(make_stack, nats_server, own_valkey):
     own_valkey.stop()
     time.sleep(2)  # the task runs while Valkey is down
     own_valkey.start()
-    done = wait_for_state(system.gateway_url, task_id, "succeeded", timeout=30)
+
+    def succeeded():
+        # The gateway may still answer 503 for a moment while Valkey loads its data.
+        response = requests.get(f"{system.gateway_url}/task/{task_id}", timeout=10)
+        return response.status_code == 200 and response.json()["state"] == "succeeded" and response.json()
+
+    done = wait_until(succeeded, 30, interval=0.1, message="the task's state to be recorded")
     assert done["result"] == {"limit": 1000, "primes": 168}
 
 
