@@ -92,9 +92,8 @@ def submit_task():
         args=(),
         kwargs=payload.model_dump(mode="json"),
         options={},
-        message_id=str(uuid.uuid4()),
     )
-    task_id = message.message_id
+    task_id = message.message_id  # a fresh UUID: the task id users see
     current_task_id.set(task_id)
     replayable = {}
     if idempotency_key:
