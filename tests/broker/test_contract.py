@@ -220,3 +220,30 @@ def test_batch_enqueue_stores_every_message_and_repeats_are_deduplicated(broker,
     worker()
     broker.join("default", timeout=30_000)
     assert sorted(seen) == list(range(500))
+
+
+def test_a_large_batch_is_published_once_without_spurious_retries(start_nats, namespace):
+    import json
+    import urllib.request
+
+    server = start_nats()  # fsync always: acks arrive at the disk's pace, far behind the writes
+    broker = NatsBroker(server.url, namespace=namespace)
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor
+    def noop(n):
+        pass
+
+    def received() -> int:
+        with urllib.request.urlopen(f"{server.monitor_url}/varz", timeout=5) as r:
+            return json.load(r)["in_msgs"]
+
+    try:
+        broker.enqueue_many([noop.message(0)])  # connect and declare first
+        before = received()
+        broker.enqueue_many(noop.message(n) for n in range(10_000))
+        assert broker.queue_stats("default").pending == 10_001
+        # Every message written once (plus a few API requests), none timed out and re-sent.
+        assert received() - before < 10_100
+    finally:
+        broker.close()
