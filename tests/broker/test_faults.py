@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker import NatsBroker
-from tests.conftest import ROOT, VENV_BIN, subprocess_env, wait_until
+from tests.conftest import VENV_BIN, Service, subprocess_env, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,45 +25,11 @@ class Marks:
         return {p.name.split(".")[1] for p in self.path.glob(f"{kind}.*")}
 
 
-class Worker:
-    """``dramatiq tests.broker.fault_actors`` in its own process group."""
-
-    def __init__(self, env: dict[str, str], log: Path, threads: int = 2, prefetch: int = 0) -> None:
-        if prefetch:
-            env = {**env, "dramatiq_queue_prefetch": str(prefetch)}
-        self.log = log
-        self.process = subprocess.Popen(
-            [str(VENV_BIN / "dramatiq"), "tests.broker.fault_actors", "--processes", "1",
-             "--threads", str(threads), "--worker-shutdown-timeout", "20000"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), start_new_session=True,
-        )
-
-    def wait_ready(self) -> "Worker":
-        wait_until(lambda: b"ready for action" in self.log.read_bytes(), 30, message="the worker to boot")
-        return self
-
-    def terminate(self) -> None:
-        """SIGTERM to the main process only, as Kubernetes stops a container."""
-        self.process.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL to every process of the worker, as when its node dies."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            self.kill()
-        self.process.wait(10)
-
-
 @pytest.fixture
 def fault_setup(tmp_path, namespace):
     marks_dir = tmp_path / "marks"
     marks_dir.mkdir()
-    workers: list[Worker] = []
+    workers: list[Service] = []
     brokers: list[NatsBroker] = []
 
     def setup(nats_url: str, ack_wait_ms: int = 2_000, max_deliveries: int = 10):
@@ -78,16 +41,25 @@ def fault_setup(tmp_path, namespace):
         producer.declare_queue("default")
         brokers.append(producer)
 
-        def start_worker(threads: int = 2, prefetch: int = 0) -> Worker:
-            worker = Worker(env, tmp_path / f"worker-{len(workers)}.log", threads, prefetch)
+        def start_worker(threads: int = 2, prefetch: int = 0) -> Service:
+            """``dramatiq tests.broker.fault_actors``; prefetch 0 keeps Dramatiq's default."""
+            worker_env = {**env, "dramatiq_queue_prefetch": str(prefetch)} if prefetch else env
+            worker = Service(
+                "worker",
+                [str(VENV_BIN / "dramatiq"), "tests.broker.fault_actors", "--processes", "1",
+                 "--threads", str(threads), "--worker-shutdown-timeout", "20000"],
+                worker_env,
+                tmp_path,
+            )
             workers.append(worker)
-            return worker.wait_ready()
+            wait_until(lambda: "ready for action" in worker.output(), 30, message="the worker to boot")
+            return worker
 
         return producer, start_worker, Marks(marks_dir)
 
     yield setup
     for worker in workers:
-        worker.stop()
+        worker.kill()
     for broker in brokers:
         broker.close()
 
@@ -103,8 +75,7 @@ def test_worker_killed_mid_task_loses_nothing(nats_server, fault_setup):
     first = start_worker()
     send(producer, "work", "t1", 2.0)
     wait_until(lambda: marks.count("start", "t1"), 10, message="the task to start")
-    first.kill()
-    first.process.wait(10)
+    first.kill()  # SIGKILL to every process of the worker, as when its node dies
     assert marks.count("done", "t1") == 0
 
     start_worker()
@@ -139,9 +110,8 @@ def test_sigterm_finishes_the_running_task_and_hands_back_the_rest(nats_server, 
     wait_until(lambda: marks.count("start", "long"), 10, message="the long task to start")
     for n in range(4):
         send(producer, "work", f"short{n}")
-    first.terminate()
+    assert first.terminate(20) == 0  # SIGTERM, as Kubernetes stops a container
     start_worker()
-    assert first.process.wait(20) == 0
     assert marks.count("done", "long") == 1
     wait_until(lambda: all(marks.count("done", f"short{n}") for n in range(4)), 15, message="the handed-back tasks")
     producer.join("default", timeout=10_000)
@@ -181,7 +151,7 @@ def test_delayed_messages_survive_restarts_of_every_process(start_nats, fault_se
     producer, start_worker, marks = fault_setup(server.url)
     worker = start_worker()
     send(producer, "work", "later", delay=2_500)
-    worker.stop()
+    worker.kill()
     server.restart()
     start_worker()
     assert marks.count("done", "later") == 0
