@@ -48,11 +48,6 @@ class NatsMessage(MessageProxy):
         """
         self._copy_unpublished = True
 
-    @property
-    def deliveries(self) -> int:
-        """How many times JetStream has delivered this message (1 on first delivery)."""
-        return self._delivery.metadata.num_delivered
-
 
 class NatsConsumer(Consumer):
     """Consumes one queue through its durable pull consumer.
