@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
-import nats.errors
-import nats.js.errors
 from dramatiq.broker import Broker
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed, QueueJoinTimeout, QueueNotFound
@@ -136,12 +134,7 @@ class NatsBroker(Broker):
         return self._connection_obj
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
-        try:
-            return self._loop.run(coro, timeout or self._operation_timeout_s)
-        except TimeoutError as e:
-            raise ConnectionClosed(e) from None
-        except nats.errors.Error as e:
-            raise ConnectionClosed(e) from None
+        return self._connection.call(coro, timeout or self._operation_timeout_s)
 
     def connect(self) -> None:
         """Connect and declare the streams now rather than on first use.

@@ -11,7 +11,7 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-from dramatiq.errors import ConnectionFailed
+from dramatiq.errors import ConnectionClosed, ConnectionFailed
 from nats.aio.msg import Msg
 
 from ._loop import EventLoopThread
@@ -111,6 +111,13 @@ class Connection:
             return
         await self.js.add_consumer(self.topology.task_stream, self.topology.consumer_config(queue_name))
         self._ensured_consumers.add(queue_name)
+
+    def call(self, coro: Any, timeout: float) -> Any:
+        """Run ``coro`` on the loop from another thread; errors as Dramatiq's."""
+        try:
+            return self.loop.run(coro, timeout)
+        except (TimeoutError, nats.errors.Error) as e:
+            raise ConnectionClosed(e) from None
 
     @property
     def connected(self) -> bool:

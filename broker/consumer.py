@@ -89,10 +89,7 @@ class NatsConsumer(Consumer):
         self._run(self._start())
 
     def _run(self, coro):
-        try:
-            return self._connection.loop.run(coro, self._operation_timeout_s)
-        except TimeoutError as e:
-            raise ConnectionClosed(e) from None
+        return self._connection.call(coro, self._operation_timeout_s)
 
     async def _start(self) -> None:
         await self._connection.ensure_consumer(self._queue_name)
