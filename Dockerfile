@@ -18,8 +18,15 @@ RUN pip install --no-cache-dir uv==0.13.9
 
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
-# Runtime dependencies only, exactly as locked; the project itself is plain source copied below.
-RUN uv sync --frozen --no-dev --no-install-project
+COPY broker/pyproject.toml broker/
+# Runtime dependencies only, exactly as locked (a layer that changes only with the lock).
+RUN uv sync --frozen --no-dev --no-install-workspace
+# Then the two packages themselves, natsq (app/) and dramatiq-nats (broker/), installed as wheels
+# into the venv: the runtime stage needs no source tree.
+COPY app/ app/
+COPY broker/ broker/
+COPY README.md ./
+RUN uv sync --frozen --no-dev --no-editable
 
 # --- runtime ---------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm AS runtime
@@ -42,8 +49,6 @@ WORKDIR /app
 # Owned by root and read-only for the app user: the code cannot be modified at runtime. The app
 # writes only to /tmp (an emptyDir in Kubernetes, with readOnlyRootFilesystem).
 COPY --from=build /app/.venv /app/.venv
-COPY app/ /app/app/
-COPY broker/ /app/broker/
 
 USER 10001:10001
 
@@ -54,4 +59,4 @@ EXPOSE 8000 9191
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as r\nfor url in ('http://127.0.0.1:8000/healthz', 'http://127.0.0.1:9191/'):\n    try:\n        r.urlopen(url, timeout=3)\n        sys.exit(0)\n    except Exception:\n        pass\nsys.exit(1)"]
 
-CMD ["gunicorn", "--config", "python:app.gunicorn_conf", "app.gateway:create_app()"]
+CMD ["gunicorn", "--config", "python:natsq.gunicorn_conf", "natsq.gateway:create_app()"]

@@ -12,9 +12,9 @@ $(UV):
 	python3 -m venv $(UV_HOME)
 	$(UV_HOME)/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+$(VENV)/.synced: uv.lock pyproject.toml broker/pyproject.toml | $(UV)
 	$(UV) sync --frozen --quiet
-	UV_PROJECT_ENVIRONMENT=.venv-checkov $(UV) sync --frozen --quiet --no-default-groups --group checkov
+	UV_PROJECT_ENVIRONMENT=.venv-checkov $(UV) sync --frozen --quiet --no-default-groups --group checkov --no-install-workspace
 	touch $@
 
 venv: $(VENV)/.synced
@@ -34,7 +34,7 @@ test: venv system-tools
 	$(VENV)/bin/pytest
 
 run: venv
-	$(PY) -m app.run_local
+	$(PY) -m natsq.run_local
 
 bench: venv
 	$(PY) tests/bench/run.py

@@ -252,7 +252,7 @@ class Stack:
         metrics_dir = self.tmp / f"gateway-metrics-{port}"
         gateway = Service(
             "gateway",
-            [str(VENV_BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app.gateway:create_app()"],
+            [str(VENV_BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf", "natsq.gateway:create_app()"],
             subprocess_env(**self.env, NATSQ_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2",
                            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env),
             self.tmp,
@@ -266,7 +266,7 @@ class Stack:
         port = free_port()
         worker = Service(
             "worker",
-            [str(VENV_BIN / "dramatiq"), "app.worker", "--processes", str(processes), "--threads", str(threads),
+            [str(VENV_BIN / "dramatiq"), "natsq.worker", "--processes", str(processes), "--threads", str(threads),
              "--worker-shutdown-timeout", "30000"],
             subprocess_env(**self.env, dramatiq_prom_port=str(port), dramatiq_prom_host="127.0.0.1",
                            dramatiq_prom_db=str(self.tmp / f"worker-metrics-{port}"), **env),

@@ -101,8 +101,8 @@ def test_a_replayed_idempotency_key_publishes_a_lost_first_attempt_with_its_dela
 
     import dramatiq
 
-    from app.settings import Settings
-    from app.store import TaskStore, connect_valkey
+    from natsq.settings import Settings
+    from natsq.store import TaskStore, connect_valkey
 
     settings = Settings(env="development", valkey_url=valkey_server.url, namespace=stack.env["NATSQ_NAMESPACE"])
     store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
+from natsq.settings import Settings
 
 
 def test_defaults_are_the_local_stack(monkeypatch):

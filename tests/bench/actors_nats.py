@@ -8,7 +8,7 @@ import os
 
 import dramatiq
 
-from broker import NatsBroker
+from dramatiq_nats import NatsBroker
 from tests.bench.common import ACTOR, QUEUE, noop
 
 broker = NatsBroker(os.environ["BENCH_NATS_URL"], namespace=os.environ["BENCH_NAMESPACE"])

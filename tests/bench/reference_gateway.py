@@ -1,5 +1,5 @@
 """The reference gateway of `make bench`: a minimal plain Flask app that enqueues
-the same kind of message as POST /task of app/gateway.py, through Dramatiq's
+the same kind of message as POST /task of app/natsq/gateway.py, through Dramatiq's
 RedisBroker (no validation models, no task store, no metrics, no logs).
 
     gunicorn --config python:tests.bench.reference_gunicorn_conf "tests.bench.reference_gateway:create_app()"
@@ -16,7 +16,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from flask import Flask, jsonify, request
 
-#: The gateway's actors and their queue (app/tasks.py puts them all on "default").
+#: The gateway's actors and their queue (app/natsq/tasks.py puts them all on "default").
 ACTORS = {"count_primes", "wait", "flaky"}
 QUEUE = "default"
 

@@ -1,10 +1,10 @@
 """gunicorn settings of the reference gateway: the worker settings of
-app/gunicorn_conf.py (same module values: workers, worker class, threads,
+app/natsq/gunicorn_conf.py (same module values: workers, worker class, threads,
 timeouts, keep-alive, logging), only the bind address and the app's hooks differ."""
 
 import os
 
-from app.gunicorn_conf import (  # noqa: F401  (gunicorn reads these module attributes)
+from natsq.gunicorn_conf import (  # noqa: F401  (gunicorn reads these module attributes)
     accesslog,
     errorlog,
     graceful_timeout,

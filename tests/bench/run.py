@@ -13,7 +13,7 @@ What runs, all on loopback, started and stopped by this script:
   ``save ""`` (as the test fixtures run it): the RedisBroker reference;
 - real ``dramatiq`` CLI workers (tests/bench/actors_*.py, the same no-op actor,
   Dramatiq's default middleware on both brokers);
-- the app's gateway under gunicorn with app/gunicorn_conf.py, and a reference
+- the app's gateway under gunicorn with app/natsq/gunicorn_conf.py, and a reference
   Flask app on RedisBroker (tests/bench/reference_gateway.py) under gunicorn
   with the same worker settings; wrk drives both.
 
@@ -62,7 +62,7 @@ import dramatiq  # noqa: E402
 import redis  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from broker import NatsBroker  # noqa: E402
+from dramatiq_nats import NatsBroker  # noqa: E402
 from tests.bench.common import ACTOR, QUEUE, noop  # noqa: E402
 from tests.conftest import (  # noqa: E402
     VENV_BIN,
@@ -81,7 +81,7 @@ BATCH_CHUNK = 1000
 #: Pause after a failed measurement, so that what it left running does not disturb the next one.
 SETTLE_AFTER_ERROR_S = 12.0
 
-#: The gateway's queue (app/tasks.py) and the body wrk posts.
+#: The gateway's queue (app/natsq/tasks.py) and the body wrk posts.
 GATEWAY_QUEUE = "default"
 GATEWAY_BODY = '{"actor": "wait", "payload": {"seconds": 0}}'
 
@@ -571,8 +571,8 @@ def start_gateways(servers: dict[str, NatsServer], valkey: ValkeyServer, valkey_
             "WEB_CONCURRENCY": "2",
             "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"gateway-metrics-{port}"),
         }
-        service = Service(f"gateway-{key}", [str(VENV_BIN / "gunicorn"), "--config", "python:app.gunicorn_conf",
-                                             "app.gateway:create_app()"], subprocess_env(**env), tmp)
+        service = Service(f"gateway-{key}", [str(VENV_BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf",
+                                             "natsq.gateway:create_app()"], subprocess_env(**env), tmp)
         cleanup.add(service.log.name, lambda s=service: stop_service(s, 30))
         observer = NatsBroker(server.url, namespace=namespace)
         observer.declare_queue(GATEWAY_QUEUE)
@@ -854,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
                note="time.time() at send() to the actor's start, worker 1 process x 8 threads; ratio < 1 is better"),
         Figure("latency_p99_ms", f"latency p99 at {args.latency_rate:g} msg/s", "ms", False),
         Figure("gateway_rps", f"gateway POST /task, {args.connections} conns", "req/s", True, ("ratio", 1.2),
-               note="app/gateway.py (gunicorn app/gunicorn_conf.py, WEB_CONCURRENCY=2, auth off; validates, records the task in "
+               note="app/natsq/gateway.py (gunicorn app/natsq/gunicorn_conf.py, WEB_CONCURRENCY=2, auth off; validates, records the task in "
                     "Valkey, publishes to NATS) vs tests/bench/reference_gateway.py (Flask + RedisBroker.enqueue only), "
                     "same gunicorn worker settings; wrk -t2"),
         Figure("gateway_p99_ms", "gateway POST /task p99", "ms", False, ("max_ms", 25.0),

@@ -4,7 +4,7 @@ import dramatiq
 import pytest
 from dramatiq import Worker
 
-from broker import NatsBroker
+from dramatiq_nats import NatsBroker
 
 
 @pytest.fixture

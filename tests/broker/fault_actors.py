@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dramatiq
 
-from broker import NatsBroker
+from dramatiq_nats import NatsBroker
 
 broker = NatsBroker(
     os.environ["TEST_NATS_URL"],

@@ -10,7 +10,7 @@ import pytest
 from dramatiq.errors import ConnectionFailed, QueueJoinTimeout, QueueNotFound
 from dramatiq.middleware import Middleware
 
-from broker import NatsBroker, encode_queue_name
+from dramatiq_nats import NatsBroker, encode_queue_name
 from tests.conftest import free_port, wait_until
 
 

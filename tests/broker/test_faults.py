@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import NatsBroker
+from dramatiq_nats import NatsBroker
 from tests.conftest import VENV_BIN, Service, subprocess_env, wait_until
 
 pytestmark = pytest.mark.timeout(120)

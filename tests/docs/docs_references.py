@@ -38,8 +38,10 @@ _PATH = re.compile(
 )
 _MAKE = re.compile(r"(?:^|[\s;&|(`])make\s+([a-z][\w-]*)")
 _ENV = re.compile(r"\bNATSQ_[A-Z0-9_]*[A-Z0-9](?![A-Za-z0-9_*<])")
-_METRIC = re.compile(r"\b(?:natsq|dramatiq)_[a-z0-9_]*[a-z0-9](?![\w-])")
-_MODULE = re.compile(r"(?<![\w./-])(app|broker)\.([a-z_]+)\b(?![(\w])")
+# dramatiq_nats is the broker's import name, not a metric.
+_METRIC = re.compile(r"\b(?!dramatiq_nats\b)(?:natsq|dramatiq)_[a-z0-9_]*[a-z0-9](?![\w-])")
+# `natsq.queue.<queue>` and the like are NATS subjects, not modules: a module path ends there.
+_MODULE = re.compile(r"(?<![\w./-])(natsq|dramatiq_nats)\.([a-z_]+)\b(?![(\w/.])")
 _METHOD_PATH = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+(/[\w/<>{}.?=&%:-]*)")
 _GATEWAY_URL = re.compile(r"https?://(?:127\.0\.0\.1|localhost|0\.0\.0\.0):8000(/[^\s`'\"\\)]*)?")
 
@@ -152,14 +154,14 @@ def make_targets() -> frozenset[str]:
 
 @cache
 def known_env_vars() -> frozenset[str]:
-    """`app.settings.Settings` fields with their prefix and `_FILE` variants, and what the code reads."""
-    from app.settings import Settings
+    """`natsq.settings.Settings` fields with their prefix and `_FILE` variants, and what the code reads."""
+    from natsq.settings import Settings
 
     prefix = Settings.model_config["env_prefix"]
     names = set()
     for name in Settings.model_fields:
         names |= {f"{prefix}{name.upper()}", f"{prefix}{name.upper()}_FILE"}
-    for source in [*(REPO / "app").glob("*.py"), *(REPO / "broker").glob("*.py")]:
+    for source in [*(REPO / "app").rglob("*.py"), *(REPO / "broker").rglob("*.py")]:
         names |= set(re.findall(r"""(?:environ(?:\.get)?|getenv|setdefault)\s*[(\[]\s*["'](NATSQ_\w+)["']""",
                                 source.read_text()))
     return frozenset(names)
@@ -191,8 +193,8 @@ def known_metrics() -> frozenset[str]:
     """Every sample name the gateway and the workers can expose."""
     from prometheus_client import REGISTRY
 
-    import app.metrics as gateway_metrics
-    from broker import QueueStats
+    import natsq.metrics as gateway_metrics
+    from dramatiq_nats import QueueStats
 
     class _Broker:
         def stats(self):
@@ -217,8 +219,8 @@ def known_metrics() -> frozenset[str]:
 @cache
 def gateway_routes() -> frozenset[tuple[str, str]]:
     """(method, normalized rule) of the gateway as built by its application factory (connects nothing)."""
-    from app.gateway import create_app
-    from app.settings import Settings
+    from natsq.gateway import create_app
+    from natsq.settings import Settings
 
     import logging
 

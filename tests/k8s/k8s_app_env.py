@@ -1,9 +1,9 @@
 """The environment variables the natsq app reads: the one list the manifests are checked against.
 
-Derived from the code, so a setting added to or removed from `app/settings.py` changes what the
+Derived from the code, so a setting added to or removed from `app/natsq/settings.py` changes what the
 manifests may set without touching this file:
 
-- every field of `app.settings.Settings` as `NATSQ_<FIELD>`, and as `NATSQ_<FIELD>_FILE` (the
+- every field of `natsq.settings.Settings` as `NATSQ_<FIELD>`, and as `NATSQ_<FIELD>_FILE` (the
   settings class reads every field from a file named by that variable, see `_FileValues`);
 - the variables read outside the settings class (`grep -rn "environ\\|getenv" app/`):
   gunicorn's config, prometheus-client's multiprocess directory, and Dramatiq's own variables
@@ -14,13 +14,13 @@ import sys
 
 from k8s_manifests import REPO
 
-# Read outside app.settings.Settings.
+# Read outside natsq.settings.Settings.
 _OTHER_VARIABLES = (
-    # app/gunicorn_conf.py
+    # app/natsq/gunicorn_conf.py
     "NATSQ_BIND",
     "WEB_CONCURRENCY",
     "NATSQ_GATEWAY_THREADS",
-    # app/metrics.py, app/gunicorn_conf.py (prometheus-client multiprocess mode)
+    # app/natsq/metrics.py, app/natsq/gunicorn_conf.py (prometheus-client multiprocess mode)
     "PROMETHEUS_MULTIPROC_DIR",
     # dramatiq.middleware.prometheus (the worker's metrics exporter)
     "dramatiq_prom_port",
@@ -35,7 +35,7 @@ _OTHER_VARIABLES = (
 def _settings_class():
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from app.settings import ENV_PREFIX, Settings
+    from natsq.settings import ENV_PREFIX, Settings
 
     return ENV_PREFIX, Settings
 

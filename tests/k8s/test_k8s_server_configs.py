@@ -206,7 +206,7 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
             return fields[fields.index("role-reported") + 1] == "master" and "s_down" not in fields
         wait_for(primary_seen, 15, "sentinel to see the primary")
 
-        # The app's way in (app/store.py): valkey-py's Sentinel with sentinel_kwargs={"password": ...}.
+        # The app's way in (app/natsq/store.py): valkey-py's Sentinel with sentinel_kwargs={"password": ...}.
         from valkey.sentinel import Sentinel
 
         assert Sentinel([("127.0.0.1", sentinel_port)], sentinel_kwargs={"password": "sentinel-pw"},

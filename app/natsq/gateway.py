@@ -1,4 +1,4 @@
-"""The HTTP gateway: ``gunicorn --config python:app.gunicorn_conf "app.gateway:create_app()"``."""
+"""The HTTP gateway: ``gunicorn --config python:natsq.gunicorn_conf "natsq.gateway:create_app()"``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from broker import NatsBroker
+from dramatiq_nats import NatsBroker
 
 from . import metrics
 from .auth import TokenVerifier, require_scope

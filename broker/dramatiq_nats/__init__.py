@@ -1,6 +1,6 @@
 """A Dramatiq broker for NATS JetStream.
 
-    from broker import NatsBroker
+    from dramatiq_nats import NatsBroker
     dramatiq.set_broker(NatsBroker(url="nats://127.0.0.1:4222"))
 """
 

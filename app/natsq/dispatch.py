@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dramatiq.middleware import Middleware
 
-from broker import NatsBroker
+from dramatiq_nats import NatsBroker
 
 from .settings import Settings
 from .tasks import QUEUES

@@ -1,8 +1,8 @@
-"""The worker: run with the stock CLI, ``dramatiq app.worker --processes 2 --threads 8``.
+"""The worker: run with the stock CLI, ``dramatiq natsq.worker --processes 2 --threads 8``.
 
 Importing this module builds the broker with Dramatiq's default middleware,
 its Prometheus exporter (port ``dramatiq_prom_port``, default 9191) and the
-task-state middleware, then declares one actor per task in ``app.tasks``.
+task-state middleware, then declares one actor per task in ``natsq.tasks``.
 """
 
 from __future__ import annotations

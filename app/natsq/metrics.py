@@ -1,7 +1,7 @@
 """Gateway metrics, correct across gunicorn's worker processes.
 
 prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by
-app/gunicorn_conf.py) sums counters and histograms over all workers. Queue
+app/natsq/gunicorn_conf.py) sums counters and histograms over all workers. Queue
 backlog gauges come from the broker at scrape time.
 """
 
@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from broker import NatsBroker
+from dramatiq_nats import NatsBroker
 
 logger = logging.getLogger(__name__)
 

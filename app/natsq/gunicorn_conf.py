@@ -19,7 +19,7 @@ errorlog = "-"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "natsq.logs.JsonFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "root": {"level": "INFO", "handlers": ["stderr"]},
     "loggers": {
@@ -39,7 +39,7 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    from app.gateway import warm_up_in_background
+    from natsq.gateway import warm_up_in_background
 
     warm_up_in_background(worker.wsgi)
 

@@ -98,9 +98,9 @@ def main() -> int:
         stack.start("valkey", [str(valkey_server), "--bind", "127.0.0.1", "--port", "6379", "--dir", str(RUN_DIR / "valkey"),
                                "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""])
         _wait_for("valkey-server", lambda: _port_in_use(6379))
-        stack.start("worker", [str(BIN / "dramatiq"), "app.worker", "--processes", "1", "--threads", "8"],
+        stack.start("worker", [str(BIN / "dramatiq"), "natsq.worker", "--processes", "1", "--threads", "8"],
                     {**app_env, "dramatiq_prom_host": "127.0.0.1", "dramatiq_prom_db": str(RUN_DIR / "worker-metrics")})
-        stack.start("gateway", [str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app.gateway:create_app()"],
+        stack.start("gateway", [str(BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf", "natsq.gateway:create_app()"],
                     {**app_env, "NATSQ_BIND": "127.0.0.1:8000", "PROMETHEUS_MULTIPROC_DIR": str(RUN_DIR / "metrics")})
         _wait_for("the gateway", lambda: _http_ok("http://127.0.0.1:8000/readyz"))
         print(
