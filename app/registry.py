@@ -132,6 +132,12 @@ def periodic(task_name: str, schedule: str, payload: dict | None = None, *, name
     The schedule lives in JetStream, so it fires once per tick however many
     workers run. ``name`` (default: the task's name) tells schedules apart.
     """
+    spec = _periodic_spec(task_name, schedule, payload, name)
+    _periodic[spec.name] = spec
+    return spec
+
+
+def _periodic_spec(task_name: str, schedule: str, payload: dict | None, name: str | None) -> PeriodicSpec:
     spec = PeriodicSpec(name or task_name, task_name, schedule.strip(), dict(payload or {}))
     _check_name(spec.name, "periodic schedule")
     if not _SCHEDULE.match(spec.schedule):
@@ -139,7 +145,6 @@ def periodic(task_name: str, schedule: str, payload: dict | None = None, *, name
             f"periodic {spec.name!r}: schedule {schedule!r} is neither '@every <duration>' (e.g. '@every 10m'), "
             "a predefined one ('@hourly', '@daily', ...) nor cron with six fields, seconds first ('0 30 3 * * *')"
         )
-    _periodic[spec.name] = spec
     return spec
 
 
@@ -179,9 +184,8 @@ def load(modules: Iterable[str], periodic_config: str | None = None) -> Registry
             importlib.import_module(module)
         except ImportError as e:
             raise TaskDefinitionError(f"cannot import task module {module!r}: {e}") from e
-    for entry in _parse_periodic_config(periodic_config):
-        periodic(**entry)
-    registry = Registry(dict(_tasks), dict(_periodic))
+    configured = [_periodic_spec(**entry) for entry in _parse_periodic_config(periodic_config)]
+    registry = Registry(dict(_tasks), {**_periodic, **{spec.name: spec for spec in configured}})
     for spec in registry.periodic.values():
         target = registry.tasks.get(spec.task)
         if target is None:
