@@ -154,6 +154,13 @@ def test_openapi_describes_every_route_and_the_responses_served(stack):
     check(accepted, "/task", "post")
     done = wait_for_state(stack.gateway_url, accepted.json()["task_id"], "succeeded")
     check(requests.get(f"{stack.gateway_url}/task/{done['task_id']}", timeout=5), "/task/{task_id}", "get")
+    check(requests.get(f"{stack.gateway_url}/task/{done['task_id']}?wait=1", timeout=5), "/task/{task_id}", "get")
+    check(requests.delete(f"{stack.gateway_url}/task/{done['task_id']}", timeout=5), "/task/{task_id}", "delete")
+    later = submit(stack.gateway_url, "wait", {"seconds": 0}, delay_ms=60_000).json()["task_id"]
+    check(requests.delete(f"{stack.gateway_url}/task/{later}", timeout=5), "/task/{task_id}", "delete")
+    check(requests.get(f"{stack.gateway_url}/tasks?limit=3", timeout=5), "/tasks", "get")
+    check(requests.get(f"{stack.gateway_url}/tasks?state=nope", timeout=5), "/tasks", "get")
+    check(requests.get(f"{stack.gateway_url}/periodic", timeout=5), "/periodic", "get")
     check(requests.get(f"{stack.gateway_url}/stats", timeout=5), "/stats", "get")
     check(requests.get(f"{stack.gateway_url}/readyz", timeout=5), "/readyz", "get")
     check(requests.get(f"{stack.gateway_url}/healthz", timeout=5), "/healthz", "get")
