@@ -17,9 +17,8 @@ from werkzeug.exceptions import HTTPException
 
 from broker import NatsBroker
 
-from . import metrics
+from . import metrics, registry
 from .auth import TokenVerifier, require_scope
-from . import registry
 from .dispatch import build_broker
 from .errors import ApiError
 from .logs import configure_logging, current_task_id

@@ -62,6 +62,7 @@ local now = ARGV[3]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'created_at', now)
   redis.call('ZADD', KEYS[2], 0, ARGV[4])
+  redis.call('ZREMRANGEBYLEX', KEYS[2], '-', ARGV[6])
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'actor', ARGV[5], 'attempts', ARGV[2],
            'started_at', now, 'updated_at', now, 'error', '')
@@ -193,12 +194,15 @@ class TaskStore:
             fields += ["not_before_ms", not_before_ms]
         idem_key = f"{self.namespace}:idem:{idempotency_key}" if idempotency_key else ""
         now_ms = int(time.time() * 1000)
-        expired_below = "(" + _index_member("", now_ms - self.ttl_s * 1000)
         existing = self._create(
             keys=[idem_key, self._key(task_id), self._index_key],
-            args=[self.ttl_s, task_id, _index_member(task_id, now_ms), expired_below, *fields],
+            args=[self.ttl_s, task_id, _index_member(task_id, now_ms), self._expired_below(now_ms), *fields],
         )
         return existing.decode() if existing else None
+
+    def _expired_below(self, now_ms: int) -> str:
+        """The index range (exclusive) of tasks whose records have expired."""
+        return "(" + _index_member("", now_ms - self.ttl_s * 1000)
 
     def request_cancel(self, task_id: str) -> str | None:
         """Ask a task to stop: its state afterwards, or None for an unknown task.
@@ -333,9 +337,12 @@ class TaskStore:
 
     def start(self, task_id: str, actor: str, attempt: int) -> bool:
         """Record an attempt as running; False if the task was cancelled and must not run."""
-        now = now_iso()
-        member = _index_member(task_id, int(time.time() * 1000))
-        return bool(self._start(keys=[self._key(task_id), self._index_key], args=[self.ttl_s, attempt, now, member, actor]))
+        now_ms = int(time.time() * 1000)
+        member = _index_member(task_id, now_ms)
+        return bool(self._start(
+            keys=[self._key(task_id), self._index_key],
+            args=[self.ttl_s, attempt, now_iso(), member, actor, self._expired_below(now_ms)],
+        ))
 
     def cancel_requested(self, task_id: str) -> bool:
         return self.client.hget(self._key(task_id), "cancel_requested") == b"1"
