@@ -103,10 +103,22 @@ def test_a_callback_jetstream_refuses_dead_letters_its_delivery_with_the_reason(
         worker.stop(timeout=5_000)
 
 
-def test_a_follow_up_that_fails_while_nats_is_down_is_stored_later_and_runs_once(start_nats, make_broker, caplog):
+@pytest.fixture
+def own_server(start_nats, make_broker):
+    """A server of the test's own, which actors stop, and the broker on it (ack wait well past the outage)."""
     server = start_nats()
     broker = make_broker(url=server.url, ack_wait_ms=10_000, publish_timeout_ms=1_000)
     dramatiq.set_broker(broker)
+    broker.declare_queue("default")
+    return server, broker
+
+
+def wait_for_failed_follow_up(caplog) -> None:
+    wait_until(lambda: "waits for its follow-up messages" in caplog.text, 20, message="an enqueue to fail")
+
+
+def test_a_follow_up_that_fails_while_nats_is_down_is_stored_later_and_runs_once(own_server, caplog):
+    server, broker = own_server
     first, second = [], []
 
     @dramatiq.actor
@@ -119,11 +131,10 @@ def test_a_follow_up_that_fails_while_nats_is_down_is_stored_later_and_runs_once
     def step_two(value):
         second.append(value)
 
-    broker.declare_queue("default")
     (step_one.message() | step_two.message()).run()
     worker = start_worker(broker)
     try:
-        wait_until(lambda: "waits for its follow-up messages" in caplog.text, 20, message="the enqueue to fail")
+        wait_for_failed_follow_up(caplog)
         server.start()
         wait_until(lambda: second, 20, message="the next step")
         broker.join("default", timeout=10_000)
@@ -132,10 +143,8 @@ def test_a_follow_up_that_fails_while_nats_is_down_is_stored_later_and_runs_once
         worker.stop(timeout=5_000)
 
 
-def test_a_retry_copy_that_fails_while_nats_is_down_keeps_its_backoff(start_nats, make_broker, caplog):
-    server = start_nats()
-    broker = make_broker(url=server.url, ack_wait_ms=10_000, publish_timeout_ms=1_000)
-    dramatiq.set_broker(broker)
+def test_a_retry_copy_that_fails_while_nats_is_down_keeps_its_backoff(own_server, caplog):
+    server, broker = own_server
     attempts: list[float] = []
 
     @dramatiq.actor(max_retries=3)
@@ -145,11 +154,10 @@ def test_a_retry_copy_that_fails_while_nats_is_down_keeps_its_backoff(start_nats
             server.stop()  # the retry copy's enqueue will fail
             raise dramatiq.Retry(delay=4_000)  # an exact backoff (Retries jitters computed ones)
 
-    broker.declare_queue("default")
     flaky.send()
     worker = start_worker(broker)
     try:
-        wait_until(lambda: "waits for its follow-up messages" in caplog.text, 20, message="the retry to fail")
+        wait_for_failed_follow_up(caplog)
         server.start()
         wait_until(lambda: len(attempts) == 2, 20, message="the retry")
         broker.join("default", timeout=10_000)
