@@ -13,12 +13,12 @@ from typing import Any, Iterable, Optional
 
 from dramatiq.broker import Broker
 from dramatiq.common import current_millis
-from dramatiq.errors import ConnectionClosed, QueueJoinTimeout, QueueNotFound
+from dramatiq.errors import BrokerConnectionError, ConnectionClosed, QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from nats.js.api import StorageType
 
-from . import repeating
+from . import followups, repeating
 from ._loop import EventLoopThread
 from .connection import Connection, build_connect_options
 from .consumer import NatsConsumer, NatsMessage
@@ -95,6 +95,7 @@ class NatsBroker(Broker):
         **options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
+        self.add_middleware(followups.FollowUps())
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         servers = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
@@ -162,6 +163,14 @@ class NatsBroker(Broker):
 
     # -- Dramatiq's Broker interface -------------------------------------------
 
+    def add_middleware(self, middleware: Middleware, **options: Any) -> None:
+        super().add_middleware(middleware, **options)
+        # FollowUps must stay last: see followups.py.
+        marker = next((m for m in self.middleware if isinstance(m, followups.FollowUps)), None)
+        if marker is not None and self.middleware[-1] is not marker:
+            self.middleware.remove(marker)
+            self.middleware.append(marker)
+
     def declare_queue(self, queue_name: str) -> None:
         """Declare a queue; its JetStream consumer is created on first use."""
         if queue_name in self.queues:
@@ -189,6 +198,7 @@ class NatsBroker(Broker):
         return NatsConsumer(
             self._connection,
             queue_name,
+            broker=self,
             prefetch=prefetch,
             timeout_ms=timeout,
             max_deliveries=self.max_deliveries,
@@ -205,7 +215,17 @@ class NatsBroker(Broker):
           QueueNotFound: If the queue hasn't been declared.
           ConnectionClosed: If JetStream did not acknowledge it in time.
         """
-        return self.enqueue_many([message], delay=delay)[0]
+        try:
+            return self.enqueue_many([message], delay=delay)[0]
+        except (QueueNotFound, BrokerConnectionError) as e:
+            # Middleware finishing a delivery of this thread enqueues its
+            # follow-ups here; Dramatiq would log the error and acknowledge
+            # the delivery as if they had been stored.
+            finishing = followups.finishing()
+            if isinstance(finishing, NatsMessage):
+                publishes = [] if isinstance(e, QueueNotFound) else [self._outgoing(message, delay)]
+                finishing.follow_ups_failed(message, publishes, e, delay)
+            raise
 
     def enqueue_many(self, messages: Iterable[Message], *, delay: Optional[int] = None) -> list[Message]:
         """Publish many messages with their acknowledgements gathered.
@@ -227,17 +247,11 @@ class NatsBroker(Broker):
             connection.publisher.submit(*self._outgoing(message, delay), self.publish_timeout_s)
             for message in messages
         ]
-        try:
-            for future in pending:
-                try:
-                    future.result(self.publish_timeout_s + 1)
-                except concurrent.futures.TimeoutError:
-                    raise ConnectionClosed("JetStream did not acknowledge the message in time") from None
-        except ConnectionClosed:
-            for message in messages:
-                if isinstance(message, NatsMessage):  # a retry of a delivery this process holds
-                    message.copy_not_published()
-            raise
+        for future in pending:
+            try:
+                future.result(self.publish_timeout_s + 1)
+            except concurrent.futures.TimeoutError:
+                raise ConnectionClosed("JetStream did not acknowledge the message in time") from None
         for message in messages:
             self.emit_after("enqueue", message, delay)
         return messages

@@ -7,15 +7,18 @@ import collections
 import json
 import logging
 import queue
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
-from dramatiq.broker import Consumer, MessageProxy
-from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.broker import Broker, Consumer, MessageProxy
+from dramatiq.errors import BrokerConnectionError, ConnectionClosed, DecodeError, QueueNotFound
 from dramatiq.message import Message
 from nats.aio.msg import Msg
 
-from . import repeating
+from . import followups, repeating
 from .connection import Connection
+from .handbacks import HandBacks
+from .publisher import PublishRejected
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,18 @@ PULL_EXPIRES_S = 5.0
 #: before assuming the outstanding pull requests are gone.
 _PULL_GRACE_S = 2.0
 
+#: Seconds a message whose dead-lettering failed waits before it is
+#: redelivered (and dead-lettered again).
+DEAD_LETTER_RETRY_DELAY_S = 5.0
+
+#: Longest pause (seconds) between attempts to publish a delivery's follow-up
+#: messages while NATS is unavailable.
+_FOLLOW_UP_MAX_BACKOFF_S = 5.0
+
+#: Seconds past which nats-server stops serving a pull request whose
+#: subscriber is gone (it allows 250 ms for the unsubscribe to propagate).
+_RECENT_PULL_GRACE_S = 0.3
+
 _STATUS = "Status"
 _PENDING_MESSAGES = "Nats-Pending-Messages"
 
@@ -38,16 +53,37 @@ class NatsMessage(MessageProxy):
     def __init__(self, message: Message, delivery: Msg) -> None:
         super().__init__(message)
         self._delivery = delivery
-        self._copy_unpublished = False
+        #: Follow-up publishes (subject, body, headers) that may not be stored.
+        self._unpublished: list[tuple[str, bytes, dict[str, str]]] = []
+        #: The backoff of its retry copy, should it be handed back instead.
+        self._retry_delay_ms = 0
+        self._dead_letter_reason: str | None = None
 
-    def copy_not_published(self) -> None:
-        """Its retry copy could not be published: it must not be acknowledged.
+    def follow_ups_failed(
+        self,
+        message: Message,
+        publishes: list[tuple[str, bytes, dict[str, str]]],
+        error: Exception,
+        delay_ms: int | None,
+    ) -> None:
+        """An enqueue made while this delivery was being finished failed.
 
-        Dramatiq's Retries middleware re-enqueues this very message and the
-        worker acks it afterwards even when that enqueue failed; acking would
-        lose the task, so the ack becomes a hand-back and it runs again.
+        An error that clears (connection) keeps the publishes to retry under
+        their Nats-Msg-Id before the delivery is acknowledged; one that never
+        clears (too large, store full, undeclared queue) fails the delivery,
+        so that it is dead-lettered with the reason.
         """
-        self._copy_unpublished = True
+        if isinstance(error, (PublishRejected, QueueNotFound)):
+            self.fail()
+            self._dead_letter_reason = f"a follow-up message could not be published: {error}"
+            return
+        self._unpublished.extend(publishes)
+        if message.message_id == self.message_id:  # Retries' copy of this very message
+            self._retry_delay_ms = max(self._retry_delay_ms, delay_ms or 0)
+
+
+class DeadLettered(Exception):
+    """Stuffed into a message the broker dead-letters itself, for ``after_nack`` middleware."""
 
 
 class NatsConsumer(Consumer):
@@ -64,6 +100,7 @@ class NatsConsumer(Consumer):
         connection: Connection,
         queue_name: str,
         *,
+        broker: Broker,
         prefetch: int,
         timeout_ms: int,
         max_deliveries: int,
@@ -71,17 +108,22 @@ class NatsConsumer(Consumer):
     ) -> None:
         self._connection = connection
         self._topology = connection.topology
+        self._broker = broker
         self._queue_name = queue_name
         self._prefetch = max(prefetch, 1)
         self._timeout_s = timeout_ms / 1000
         self._max_deliveries = max_deliveries
         self._operation_timeout_s = operation_timeout_s
+        self._hand_backs = HandBacks(connection)
         self._ready: queue.SimpleQueue[NatsMessage] = queue.SimpleQueue()
-        self._held = 0  # delivered to this consumer and not yet settled
+        self._held = 0  # delivered to this consumer, not yet settled, and holding a prefetch slot
+        self._unslotted: set[str] = set()  # held without a slot: being dead-lettered
         self._requested = 0  # asked for in pull requests and not yet delivered
         self._pull_timer: asyncio.TimerHandle | None = None
-        self._settlements: collections.deque[tuple[Msg, bool]] = collections.deque()
+        self._settlements: collections.deque[Msg] = collections.deque()
         self._settlements_scheduled = False
+        self._follow_up_tasks: set[asyncio.Task[None]] = set()
+        self._dead_letter_tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._failure: Exception | None = None
         self._inbox = ""
@@ -136,20 +178,40 @@ class NatsConsumer(Consumer):
         self._requested = max(self._requested - 1, 0)
         self._held += 1
         self._connection.leases[msg.reply] = msg
-        if self._closed:  # answering a pull sent before close(): hand it back
-            self._hand_back(msg)
+        if msg.metadata.num_delivered > self._max_deliveries:
+            # Rare: look up its hand-backs without holding up the deliveries behind it.
+            self._spawn(self._dead_letter_tasks, self._count_runs(msg))
             return
-        deliveries = msg.metadata.num_delivered
-        if deliveries > self._max_deliveries:
-            # A message that keeps killing its worker never gets to nack itself.
-            await self._dead_letter_quietly(msg, msg.data, f"delivered {deliveries} times without being acknowledged")
+        self._accept(msg)
+
+    def _accept(self, msg: Msg) -> None:
+        if self._closed:  # answering a pull sent before close(): hand it back
+            self._spawn(self._dead_letter_tasks, self._hand_back(msg))
             return
         try:
             message = repeating.one_firing(Message.decode(msg.data), msg)
         except DecodeError as e:
-            await self._dead_letter_quietly(msg, msg.data, f"undecodable message: {e}")
+            self._spawn(self._dead_letter_tasks, self._dead_letter(msg, msg.data, f"undecodable message: {e}"))
             return
         self._ready.put(NatsMessage(message, msg))
+
+    async def _count_runs(self, msg: Msg) -> None:
+        """Dead-letter a message that keeps killing its worker (it never gets to nack itself).
+
+        Only runs count: deliveries minus the times it was handed back unrun.
+        """
+        meta = msg.metadata
+        runs = meta.num_delivered - await self._hand_backs.count(meta.sequence.stream)
+        if runs <= self._max_deliveries:
+            self._accept(msg)
+            return
+        reason = f"delivered {runs} times without being acknowledged"
+        try:
+            message = NatsMessage(Message.decode(msg.data), msg)
+        except DecodeError:
+            await self._dead_letter(msg, msg.data, reason)
+            return
+        await self._dead_letter_announced(message, reason)
 
     def _on_status(self, status: str, msg: Msg) -> None:
         if status == "100":  # idle heartbeat / flow control
@@ -166,22 +228,49 @@ class NatsConsumer(Consumer):
             self._failure = ConnectionClosed(f"consumer for queue {self._queue_name!r} was deleted")
         self._top_up()
 
+    def _spawn(self, tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     def _settle(self, delivery: Msg) -> bool:
         """Release a held delivery; False if it was settled already."""
         if self._connection.leases.pop(delivery.reply, None) is None:
             return False
-        self._held -= 1
+        if delivery.reply in self._unslotted:
+            self._unslotted.discard(delivery.reply)
+        else:
+            self._held -= 1
         return True
 
-    def _hand_back(self, delivery: Msg) -> None:
-        # Handing back happens on the way out: no pulling more here, that
-        # would only fetch messages to a consumer about to close.
-        if self._settle(delivery):
-            asyncio.get_running_loop().create_task(delivery.nak())
+    def _release_slot(self, delivery: Msg) -> None:
+        """Let another message take a held delivery's prefetch slot; its lease is still renewed."""
+        if delivery.reply in self._connection.leases and delivery.reply not in self._unslotted:
+            self._unslotted.add(delivery.reply)
+            self._held -= 1
+            self._top_up()
 
-    def _settle_from_thread(self, delivery: Msg, *, ack: bool) -> None:
-        """Queue an ack (or hand-back) for the loop; one wake-up serves a batch."""
-        self._settlements.append((delivery, ack))
+    async def _hand_back(self, delivery: Msg, delay_s: float = 0) -> None:
+        """Give a delivery back unrun; it does not count as one of its runs."""
+        # No pulling more here: hand-backs happen on the way out, pulling
+        # would only fetch messages to a consumer about to close.
+        if not self._settle(delivery):
+            return
+        if self._requested:
+            # nats-server still serves a pull request for 250 ms after its
+            # subscriber left: handed back at once, the message could go to
+            # this closing consumer again, and be stuck until the ack wait.
+            delay_s = max(delay_s, _RECENT_PULL_GRACE_S)
+        await self._hand_backs.record(delivery.metadata.sequence.stream)
+        try:
+            await delivery.nak(delay=delay_s or None)
+        except Exception:
+            # Not handed back: JetStream redelivers it after the ack wait.
+            logger.warning("Could not hand back a delivery.", exc_info=True)
+
+    def _ack_from_thread(self, delivery: Msg) -> None:
+        """Queue an ack for the loop; one wake-up serves a batch."""
+        self._settlements.append(delivery)
         if not self._settlements_scheduled:
             self._settlements_scheduled = True
             self._connection.loop.call_soon(self._drain_settlements)
@@ -190,29 +279,66 @@ class NatsConsumer(Consumer):
         self._settlements_scheduled = False  # before draining: a later append schedules anew
         batch = []
         while self._settlements:
-            delivery, ack = self._settlements.popleft()
+            delivery = self._settlements.popleft()
             if self._settle(delivery):
-                batch.append((delivery, ack))
+                batch.append(delivery)
         if batch:
-            asyncio.get_running_loop().create_task(self._send_settlements(batch))
-        if any(ack for _, ack in batch):  # hand-backs come on the way out: pull no more for them
+            asyncio.get_running_loop().create_task(self._send_acks(batch))
             self._top_up()
 
     @staticmethod
-    async def _send_settlements(batch: list[tuple[Msg, bool]]) -> None:
-        for delivery, ack in batch:
+    async def _send_acks(batch: list[Msg]) -> None:
+        for delivery in batch:
             try:
-                await (delivery.ack() if ack else delivery.nak())
+                await delivery.ack()
             except Exception:
                 # Not acknowledged: JetStream redelivers it after the ack wait.
-                logger.warning("Could not settle a delivery.", exc_info=True)
+                logger.warning("Could not acknowledge a delivery.", exc_info=True)
 
-    async def _dead_letter(self, delivery: Msg, body: bytes, reason: str) -> None:
-        """Publish to the dead-letter stream, then remove the original.
+    async def _finish_after_follow_ups(self, message: NatsMessage, nacked_for: str | None = None) -> None:
+        """Publish the follow-ups that failed, under their own ids, until stored; then settle.
 
-        If the publish fails the lease is kept (and renewed), so the caller can
-        try again, or the message is redelivered should this process die.
+        Settling means acking, or dead-lettering if the worker nacked it
+        (``nacked_for``: the reason) or a follow-up can never be stored. The
+        delivery stays leased meanwhile. Closing the consumer hands it back
+        after its retry's backoff, so it runs again when its retry copy would
+        have.
         """
+        backoff = 0.1
+        rejected = None
+        try:
+            for subject, body, headers in message._unpublished:
+                while True:
+                    try:
+                        await self._connection.publisher.publish(subject, body, headers, self._operation_timeout_s)
+                        break
+                    except PublishRejected as e:
+                        rejected = f"a follow-up message could not be published: {e}"
+                        break
+                    except BrokerConnectionError as e:
+                        logger.warning("Follow-up of message %s not stored yet (%s); retrying.", message.message_id, e)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, _FOLLOW_UP_MAX_BACKOFF_S)
+        except asyncio.CancelledError:
+            await self._hand_back(message._delivery, message._retry_delay_ms / 1000)
+            raise
+        if nacked_for is not None:  # Dramatiq ran the nack hooks already
+            await self._dead_letter(message._delivery, message.encode(), nacked_for)
+        elif rejected is not None:
+            await self._dead_letter_announced(message, rejected)
+        elif self._settle(message._delivery):
+            await message._delivery.ack()
+            self._top_up()
+
+    async def _dead_letter(self, delivery: Msg, body: bytes, reason: str) -> bool:
+        """Publish to the dead-letter stream, then remove the original; True when done.
+
+        Its prefetch slot is released at once. If the publish fails, the
+        message is handed back with a delay and dead-lettered when it comes
+        again (a message a worker failed runs again first).
+        """
+        logger.error("Dead-lettering a message of queue %r: %s", self._queue_name, reason)
+        self._release_slot(delivery)
         meta = delivery.metadata
         headers = {
             # Re-trying the same dead-lettering must not store it twice.
@@ -221,20 +347,36 @@ class NatsConsumer(Consumer):
             "Natsq-Reason": reason[:1000],
             "Natsq-Deliveries": str(meta.num_delivered),
         }
-        await self._connection.publisher.publish(
-            self._topology.dead_letter_subject(self._queue_name), body, headers, self._operation_timeout_s
-        )
+        try:
+            await self._connection.publisher.publish(
+                self._topology.dead_letter_subject(self._queue_name), body, headers, self._operation_timeout_s
+            )
+        except Exception:
+            logger.exception(
+                "Could not dead-letter a message of queue %r; it comes back in %s s.",
+                self._queue_name,
+                DEAD_LETTER_RETRY_DELAY_S,
+            )
+            if self._settle(delivery):
+                try:
+                    await delivery.nak(delay=DEAD_LETTER_RETRY_DELAY_S)
+                except Exception:
+                    logger.warning("Could not hand back a delivery.", exc_info=True)
+            return False
         if self._settle(delivery):
             await delivery.term()
-            self._top_up()
+        return True
 
-    async def _dead_letter_quietly(self, delivery: Msg, body: bytes, reason: str) -> None:
-        logger.error("Dead-lettering a message of queue %r: %s", self._queue_name, reason)
-        try:
-            await self._dead_letter(delivery, body, reason)
-        except Exception:
-            # Kept leased: released at close, then redelivered and tried again.
-            logger.exception("Could not dead-letter a message of queue %r.", self._queue_name)
+    async def _dead_letter_announced(self, message: NatsMessage, reason: str) -> None:
+        """Dead-letter a decodable message the worker never nacked, with Dramatiq's nack hooks.
+
+        Middleware may block (it records state elsewhere): it runs in a thread.
+        """
+        loop = asyncio.get_running_loop()
+        message.stuff_exception(DeadLettered(reason))
+        await loop.run_in_executor(None, self._broker.emit_before, "nack", message)
+        if await self._dead_letter(message._delivery, message.encode(), reason):
+            await loop.run_in_executor(None, self._broker.emit_after, "nack", message)
 
     async def _close(self) -> None:
         self._closed = True
@@ -246,32 +388,57 @@ class NatsConsumer(Consumer):
                 await self._sub.unsubscribe()
             except Exception:
                 logger.debug("Unsubscribe failed.", exc_info=True)
+        # Deliveries whose follow-ups are still not stored are handed back.
+        for task in self._follow_up_tasks:
+            task.cancel()
         # Hand back what no worker has started, so other workers get it now.
+        hand_backs = []
         while True:
             try:
-                self._hand_back(self._ready.get_nowait()._delivery)
+                hand_backs.append(self._hand_back(self._ready.get_nowait()._delivery))
             except queue.Empty:
                 break
+        await asyncio.gather(*hand_backs)
+        pending = self._follow_up_tasks | self._dead_letter_tasks
+        if pending:
+            await asyncio.wait(pending, timeout=self._operation_timeout_s / 2)
 
     # -- Dramatiq's Consumer interface (worker threads) -------------------------
 
     def ack(self, message: NatsMessage) -> None:
-        if message._copy_unpublished:
-            logger.warning("Handing back message %s: its retry could not be published.", message.message_id)
-            self._settle_from_thread(message._delivery, ack=False)
+        followups.finished()
+        if message._unpublished:
+            logger.warning("Message %s waits for its follow-up messages to be stored.", message.message_id)
+            self._connection.loop.call_soon(self._spawn, self._follow_up_tasks, self._finish_after_follow_ups(message))
             return
-        self._settle_from_thread(message._delivery, ack=True)
+        self._ack_from_thread(message._delivery)
 
     def nack(self, message: NatsMessage) -> None:
-        reason = "failed"
-        exception = getattr(message, "_exception", None)
-        if exception is not None:
-            reason = f"failed: {type(exception).__name__}: {exception}"
-        self._run(self._dead_letter(message._delivery, message.encode(), reason))
+        followups.finished()
+        reason = message._dead_letter_reason
+        if reason is None:
+            exception = getattr(message, "_exception", None)
+            reason = "failed" if exception is None else f"failed: {type(exception).__name__}: {exception}"
+        if message._unpublished:  # an on_retry_exhausted handler, say: stored before the dead letter
+            finish = self._finish_after_follow_ups(message, nacked_for=reason)
+            self._connection.loop.call_soon(self._spawn, self._follow_up_tasks, finish)
+            return
+        # In a task of its own: a slow or failing dead-letter publish holds up neither this
+        # worker thread nor the deliveries behind it.
+        self._connection.loop.call_soon(
+            self._spawn, self._dead_letter_tasks, self._dead_letter(message._delivery, message.encode(), reason)
+        )
 
     def requeue(self, messages: Iterable[NatsMessage]) -> None:
-        for message in messages:
-            self._settle_from_thread(message._delivery, ack=False)
+        # Dramatiq requeues only on its way to close(): pull no more, or the
+        # server would hand these very messages back to this consumer.
+        self._closed = True
+        deliveries = [message._delivery for message in messages]
+
+        async def hand_back_all() -> None:
+            await asyncio.gather(*(self._hand_back(delivery) for delivery in deliveries))
+
+        self._run(hand_back_all())
 
     def __next__(self) -> NatsMessage | None:
         if self._failure is not None:

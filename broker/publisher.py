@@ -42,6 +42,20 @@ _RETRYABLE = (
     nats.js.errors.ServiceUnavailableError,
 )
 
+#: JetStream error codes that no retry can clear: the server's storage is
+#: exhausted (insufficient resources, storage resources exceeded), the stream
+#: is full (store failed: maximum messages/bytes), or the message is larger
+#: than the stream's max_msg_size.
+_REJECTED_ERR_CODES = frozenset({10023, 10047, 10054, 10077})
+
+
+class PublishRejected(ConnectionClosed):
+    """JetStream (or the client) refused the message for good: retrying cannot store it.
+
+    A subclass of ``ConnectionClosed`` so that callers which treat every
+    failed enqueue alike keep working.
+    """
+
 
 @dataclass(eq=False)
 class _Publish:
@@ -116,6 +130,10 @@ class Publisher:
             deadline = loop.time() + item.timeout
             try:
                 token, waiting = await self._send(item.subject, item.payload, item.headers)
+            except PublishRejected as e:
+                self._attempt_done()
+                item.result.set_exception(e)
+                continue
             except Exception:
                 self._attempt_done()
                 self._retry(item, deadline)
@@ -126,11 +144,15 @@ class Publisher:
     def _on_first_attempt(self, item: _Publish, token: str, timer: asyncio.TimerHandle, deadline: float, waiting: asyncio.Future) -> None:
         timer.cancel()
         self._waiting.pop(token, None)
+        if waiting.cancelled():
+            self._withdraw(token)
         self._attempt_done()
         try:
             item.result.set_result(_pub_ack(None if waiting.cancelled() else waiting.result()))
         except _RETRYABLE:
             self._retry(item, deadline)
+        except PublishRejected as e:
+            item.result.set_exception(e)
         except nats.errors.Error as e:
             item.result.set_exception(ConnectionClosed(e))
 
@@ -147,6 +169,7 @@ class Publisher:
         Returns the PubAck (``stream``, ``seq``, ``duplicate``).
 
         Raises:
+          PublishRejected: It can never be stored (too large, store full).
           ConnectionClosed: JetStream did not acknowledge it in time, or rejected it.
         """
         loop = asyncio.get_running_loop()
@@ -159,6 +182,9 @@ class Publisher:
                 try:
                     async with asyncio.timeout(max(min(deadline - loop.time(), ATTEMPT_TIMEOUT_S), 0.01)):
                         response = await waiting
+                except BaseException:
+                    self._withdraw(token)
+                    raise
                 finally:
                     self._waiting.pop(token, None)
                 return _pub_ack(response)
@@ -181,15 +207,46 @@ class Publisher:
             await self._connection.nc.subscribe(self._reply_prefix + "*", cb=self._on_reply)
 
     async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> tuple[str, asyncio.Future]:
+        nc = self._connection.nc
+        if not nc.is_connected:
+            # nats-py would buffer it and send it after the reconnect, maybe
+            # long after the caller was told it failed: a publish that raised
+            # must not be stored later behind its back.
+            raise nats.errors.ConnectionReconnectingError
+        # The server counts headers too, and answers a larger message by
+        # closing the connection.
+        size = len(payload) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+        if size > nc.max_payload:
+            raise PublishRejected(f"message of {size} bytes exceeds the server's max_payload of {nc.max_payload} bytes")
         token = str(next(self._tokens))
         waiting = asyncio.get_running_loop().create_future()
         self._waiting[token] = waiting
         try:
-            await self._connection.nc.publish(subject, payload, reply=self._reply_prefix + token, headers=headers)
+            await nc.publish(subject, payload, reply=self._reply_prefix + token, headers=headers)
         except Exception:
             self._waiting.pop(token, None)
             raise
         return token, waiting
+
+    def _withdraw(self, token: str) -> None:
+        """Take an unanswered attempt out of nats-py's reconnect buffer, if it is still there.
+
+        A publish written while the client had not yet noticed a dropped
+        connection stays in that buffer and is sent after the reconnect, maybe
+        long after its caller was told it failed. Withdrawn, a publish that
+        raised is one that was not stored. (nats-py has no API for this: the
+        buffer is its private list of protocol commands.)
+        """
+        nc = self._connection.nc
+        pending = getattr(nc, "_pending", None)
+        if nc is None or nc.is_connected or not pending:
+            return
+        reply = (self._reply_prefix or "").encode() + token.encode()
+        for command in list(pending):
+            words = command.split(b"\r\n", 1)[0].split(b" ")
+            if len(words) > 2 and words[0] in (b"PUB", b"HPUB") and words[2] == reply:
+                pending.remove(command)
+                nc._pending_data_size -= len(command)
 
     async def _on_reply(self, msg: Msg) -> None:
         waiting = self._waiting.get(msg.subject[len(self._reply_prefix or "") :])
@@ -206,6 +263,8 @@ def _pub_ack(response: bytes | None) -> dict[str, Any]:
     ack = json.loads(response)
     error = ack.get("error")
     if error:
+        if error.get("err_code") in _REJECTED_ERR_CODES:
+            raise PublishRejected(f"JetStream refused the message: {error.get('description')}")
         nats.js.errors.APIError.from_error(error)  # raises the matching nats-py error
     return ack
 

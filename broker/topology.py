@@ -8,7 +8,9 @@ One namespace (default ``natsq``) owns:
 - one durable pull consumer per Dramatiq queue, named after the encoded queue and
   filtered to its queue subject (no filter covers the schedule subjects, so the
   server's scheduler, not a consumer, owns them);
-- stream ``<ns>-dead``: dead letters on ``<ns>.dead.<queue>``, with an age limit.
+- stream ``<ns>-dead``: dead letters on ``<ns>.dead.<queue>``, with an age limit;
+- key-value bucket ``<ns>-handbacks``: how often a message was handed back unrun,
+  by stream sequence (see ``handbacks.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -97,6 +100,15 @@ class Topology:
             storage=self.storage,
             num_replicas=self.replicas,
             max_age=self.dead_letter_ttl_ms / 1000,
+        )
+
+    def hand_back_bucket_config(self) -> KeyValueConfig:
+        return KeyValueConfig(
+            bucket=f"{self.namespace}-handbacks",
+            storage=self.storage,
+            replicas=self.replicas,
+            # A message still queued after this long counts its old hand-backs as deliveries.
+            ttl=self.dead_letter_ttl_ms / 1000,
         )
 
     def consumer_config(self, queue_name: str) -> ConsumerConfig:
