@@ -27,6 +27,11 @@ PULL_EXPIRES_S = 5.0
 #: before assuming the outstanding pull requests are gone.
 _PULL_GRACE_S = 2.0
 
+#: Back-off before pulling again after the server refused a pull request
+#: (seconds, doubled after each refusal in a row, up to the maximum).
+PULL_BACKOFF_MIN_S = 0.1
+PULL_BACKOFF_MAX_S = 5.0
+
 _STATUS = "Status"
 _PENDING_MESSAGES = "Nats-Pending-Messages"
 
@@ -34,9 +39,13 @@ _PENDING_MESSAGES = "Nats-Pending-Messages"
 class NatsMessage(MessageProxy):
     """A Dramatiq message together with the JetStream delivery it came from."""
 
-    def __init__(self, message: Message, delivery: Msg) -> None:
+    def __init__(self, message: Message, delivery: Msg, consumer: NatsConsumer) -> None:
         super().__init__(message)
         self._delivery = delivery
+        # Settled through the consumer that fetched it, whichever consumer
+        # Dramatiq's thread holds by then: its prefetch accounting is the one
+        # this delivery counts against.
+        self._consumer = consumer
         self._copy_unpublished = False
 
     def copy_not_published(self) -> None:
@@ -54,6 +63,8 @@ class NatsConsumer(Consumer):
 
     Pull requests are kept outstanding so that ``prefetch`` messages are held
     at most; a message reaches ``__next__`` as soon as the server delivers it.
+    A refused pull request is retried with back-off, and a consumer that went
+    missing (deleted, or lost with its stream) is declared again.
     ``ack``/``nack``/``requeue`` arrive from Dramatiq's worker threads and are
     handed to the event loop.
     """
@@ -79,6 +90,10 @@ class NatsConsumer(Consumer):
         self._held = 0  # delivered to this consumer and not yet settled
         self._requested = 0  # asked for in pull requests and not yet delivered
         self._pull_timer: asyncio.TimerHandle | None = None
+        self._pull_backoff_s = 0.0
+        self._pull_retry: asyncio.TimerHandle | None = None  # waiting out the back-off
+        self._pull_again_task: asyncio.Task[None] | None = None
+        self._repair_needed = False
         self._settlements: collections.deque[tuple[Msg, bool]] = collections.deque()
         self._settlements_scheduled = False
         self._closed = False
@@ -96,14 +111,14 @@ class NatsConsumer(Consumer):
         nc = self._connection.nc
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self._inbox, cb=self._on_delivery, pending_msgs_limit=-1, pending_bytes_limit=-1)
-        self._connection.add_reconnect_listener(self._reset_pulls)
+        self._connection.add_listener(self)
         self._top_up()
 
     # -- event loop side ----------------------------------------------------
 
     def _top_up(self) -> None:
         """Ask the server for as many messages as there is room for."""
-        if self._closed:
+        if self._closed or self._pull_retry is not None or self._pull_again_task is not None:
             return
         room = self._prefetch - self._held - self._requested
         # Wait for room for a sizeable batch unless nothing is requested at all.
@@ -127,12 +142,69 @@ class NatsConsumer(Consumer):
         self._requested = 0
         self._top_up()
 
+    def _pull_again_after(self, delay_s: float) -> None:
+        """Pull anew (declaring the consumer again first if needed) after a delay."""
+        if self._closed or self._pull_again_task is not None:
+            return  # the one in progress pulls when done
+        if self._pull_retry is not None:
+            if delay_s:
+                return
+            self._pull_retry.cancel()
+        self._pull_retry = asyncio.get_running_loop().call_later(delay_s, self._start_pulling_again)
+
+    def _start_pulling_again(self) -> None:
+        self._pull_retry = None
+        self._pull_again_task = asyncio.get_running_loop().create_task(self._pull_again())
+
+    async def _pull_again(self) -> None:
+        try:
+            if self._repair_needed:
+                self._connection.forget_consumer(self._queue_name)
+                await self._connection.ensure_consumer(self._queue_name)
+                self._repair_needed = False
+                logger.info("Declared the consumer of queue %r again.", self._queue_name)
+        except Exception as e:
+            self._pull_again_task = None
+            self._pull_again_after(self._next_pull_backoff())
+            logger.warning("Could not declare the consumer of queue %r again: %s", self._queue_name, e)
+            return
+        self._pull_again_task = None
+        self._reset_pulls()
+
+    def _next_pull_backoff(self) -> float:
+        self._pull_backoff_s = min(max(self._pull_backoff_s * 2, PULL_BACKOFF_MIN_S), PULL_BACKOFF_MAX_S)
+        return self._pull_backoff_s
+
+    # -- connection events (ConnectionListener) --------------------------------
+
+    def client_reconnected(self) -> None:
+        # The server may have lost the consumer (a memory stream after a
+        # restart) and surely lost the pull requests.
+        self._repair_needed = True
+        self._pull_again_after(0)
+
+    def client_closed(self, error: ConnectionClosed) -> None:
+        # Dramatiq's consumer thread gets the error on its next call, closes
+        # this consumer and builds a new one on the new client.
+        self._failure = error
+        self._closed = True
+        for timer in (self._pull_timer, self._pull_retry):
+            if timer is not None:
+                timer.cancel()
+        # Their leases went with the client: no worker may start them now.
+        while True:
+            try:
+                self._ready.get_nowait()
+            except queue.Empty:
+                break
+
     async def _on_delivery(self, msg: Msg) -> None:
         status = msg.headers.get(_STATUS) if msg.headers else None
         if status:
             self._on_status(status, msg)
             return
         self._requested = max(self._requested - 1, 0)
+        self._pull_backoff_s = 0.0
         self._held += 1
         self._connection.leases[msg.reply] = msg
         if self._closed:  # answering a pull sent before close(): hand it back
@@ -148,7 +220,7 @@ class NatsConsumer(Consumer):
         except DecodeError as e:
             await self._dead_letter_quietly(msg, msg.data, f"undecodable message: {e}")
             return
-        self._ready.put(NatsMessage(message, msg))
+        self._ready.put(NatsMessage(message, msg, self))
 
     def _on_status(self, status: str, msg: Msg) -> None:
         if status == "100":  # idle heartbeat / flow control
@@ -160,10 +232,22 @@ class NatsConsumer(Consumer):
             self._requested = max(self._requested - int(unfulfilled), 0)
         else:
             self._requested = 0
-        if status == "409" and "Deleted" in msg.headers.get("Description", ""):
-            self._connection.forget_consumer(self._queue_name)
-            self._failure = ConnectionClosed(f"consumer for queue {self._queue_name!r} was deleted")
-        self._top_up()
+        if status == "408":  # the request expired: the normal end of an idle pull
+            self._pull_backoff_s = 0.0
+            self._top_up()
+            return
+        # Pulling again at once would spin: 503 (no responders: the consumer
+        # or its stream is gone, or JetStream is not up yet) and 409 (consumer
+        # deleted, leadership change, a limit) come back immediately.
+        description = msg.headers.get("Description", "").split("\n")[0]
+        if status == "503" or "Deleted" in description:
+            self._repair_needed = True
+        delay = self._next_pull_backoff()
+        logger.warning(
+            "Pull request for queue %r refused (%s %s); pulling again in %.1f s.",
+            self._queue_name, status, description, delay,
+        )
+        self._pull_again_after(delay)
 
     def _settle(self, delivery: Msg) -> bool:
         """Release a held delivery; False if it was settled already."""
@@ -183,7 +267,11 @@ class NatsConsumer(Consumer):
         self._settlements.append((delivery, ack))
         if not self._settlements_scheduled:
             self._settlements_scheduled = True
-            self._connection.loop.call_soon(self._drain_settlements)
+            if not self._connection.call_soon(self._drain_settlements):
+                logger.warning(
+                    "Could not settle a message of queue %r: the broker was closed. "
+                    "JetStream redelivers it after its ack wait.", self._queue_name,
+                )
 
     def _drain_settlements(self) -> None:
         self._settlements_scheduled = False  # before draining: a later append schedules anew
@@ -237,9 +325,10 @@ class NatsConsumer(Consumer):
 
     async def _close(self) -> None:
         self._closed = True
-        if self._pull_timer is not None:
-            self._pull_timer.cancel()
-        self._connection.remove_reconnect_listener(self._reset_pulls)
+        for timer in (self._pull_timer, self._pull_retry):
+            if timer is not None:
+                timer.cancel()
+        self._connection.remove_listener(self)
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
@@ -255,6 +344,9 @@ class NatsConsumer(Consumer):
     # -- Dramatiq's Consumer interface (worker threads) -------------------------
 
     def ack(self, message: NatsMessage) -> None:
+        if message._consumer is not self:  # fetched by a consumer Dramatiq has since replaced
+            message._consumer.ack(message)
+            return
         if message._copy_unpublished:
             logger.warning("Handing back message %s: its retry could not be published.", message.message_id)
             self._settle_from_thread(message._delivery, ack=False)
@@ -262,6 +354,9 @@ class NatsConsumer(Consumer):
         self._settle_from_thread(message._delivery, ack=True)
 
     def nack(self, message: NatsMessage) -> None:
+        if message._consumer is not self:
+            message._consumer.nack(message)
+            return
         reason = "failed"
         exception = getattr(message, "_exception", None)
         if exception is not None:
@@ -270,12 +365,11 @@ class NatsConsumer(Consumer):
 
     def requeue(self, messages: Iterable[NatsMessage]) -> None:
         for message in messages:
-            self._settle_from_thread(message._delivery, ack=False)
+            message._consumer._settle_from_thread(message._delivery, ack=False)
 
     def __next__(self) -> NatsMessage | None:
         if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+            raise self._failure
         try:
             return self._ready.get(timeout=self._timeout_s)
         except queue.Empty:
