@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -13,7 +14,7 @@ from typing import Any, Iterable, Optional
 
 from dramatiq.broker import Broker
 from dramatiq.common import current_millis
-from dramatiq.errors import BrokerConnectionError, ConnectionClosed, QueueJoinTimeout, QueueNotFound
+from dramatiq.errors import BrokerConnectionError, ConnectionClosed, ConnectionFailed, QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from nats.js.api import StorageType
@@ -121,6 +122,7 @@ class NatsBroker(Broker):
             options=options,
         )
         self._loop = EventLoopThread("natsq-nats")
+        self._connection_lock = threading.Lock()
         self._connection_pid: int | None = None
         self._connection_obj: Connection | None = None
 
@@ -130,8 +132,10 @@ class NatsBroker(Broker):
     def _connection(self) -> Connection:
         """This process's connection (a forked child gets its own)."""
         if self._connection_pid != os.getpid():
-            self._connection_obj = Connection(self._loop, self.topology, self._connect_options)
-            self._connection_pid = os.getpid()
+            with self._connection_lock:  # threads racing here must share one
+                if self._connection_pid != os.getpid():
+                    self._connection_obj = Connection(self._loop, self.topology, self._connect_options)
+                    self._connection_pid = os.getpid()
         assert self._connection_obj is not None
         return self._connection_obj
 
@@ -142,9 +146,13 @@ class NatsBroker(Broker):
         """Connect and declare the streams now rather than on first use.
 
         Raises:
-          ConnectionFailed: NATS is unreachable, or the server is too old.
+          ConnectionFailed: NATS is unreachable (the connection keeps being
+            tried in the background), or the server is too old.
         """
-        self._run(self._connection.open())
+        try:
+            self._run(self._connection.open())
+        except ConnectionClosed as e:
+            raise ConnectionFailed(str(e)) from None
 
     @property
     def connected(self) -> bool:
@@ -152,10 +160,15 @@ class NatsBroker(Broker):
         return self._connection.connected
 
     def close(self) -> None:
-        """Flush pending acks, close this process's connection and its loop."""
+        """Flush pending acks, close this process's connection and its loop.
+
+        Never raises. Consumers of the closed connection stop working: a late
+        ack is dropped (the message is redelivered after its ack wait) rather
+        than starting a new connection.
+        """
         if self._connection_pid == os.getpid() and self._connection_obj is not None:
             try:
-                self._loop.run(self._connection_obj.close(), 5)
+                self._connection_obj.close(timeout=5)
             except Exception:
                 self.logger.warning("Could not close the NATS connection cleanly.", exc_info=True)
             self._connection_obj = self._connection_pid = None
@@ -310,6 +323,7 @@ class NatsBroker(Broker):
         """Drop every message of every declared queue, and all dead letters."""
 
         async def purge_all() -> None:
+            await self._connection.open()
             for queue_name in self.queues:
                 await self._purge(queue_name)
             await self._connection.js.purge_stream(self.topology.dead_letter_stream)

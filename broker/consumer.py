@@ -7,7 +7,7 @@ import collections
 import json
 import logging
 import queue
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from dramatiq.broker import Broker, Consumer, MessageProxy
@@ -43,6 +43,11 @@ _FOLLOW_UP_MAX_BACKOFF_S = 5.0
 #: subscriber is gone (it allows 250 ms for the unsubscribe to propagate).
 _RECENT_PULL_GRACE_S = 0.3
 
+#: Back-off before pulling again after the server refused a pull request
+#: (seconds, doubled after each refusal in a row, up to the maximum).
+PULL_BACKOFF_MIN_S = 0.1
+PULL_BACKOFF_MAX_S = 5.0
+
 _STATUS = "Status"
 _PENDING_MESSAGES = "Nats-Pending-Messages"
 
@@ -50,9 +55,13 @@ _PENDING_MESSAGES = "Nats-Pending-Messages"
 class NatsMessage(MessageProxy):
     """A Dramatiq message together with the JetStream delivery it came from."""
 
-    def __init__(self, message: Message, delivery: Msg) -> None:
+    def __init__(self, message: Message, delivery: Msg, consumer: NatsConsumer) -> None:
         super().__init__(message)
         self._delivery = delivery
+        # Settled through the consumer that fetched it, whichever consumer
+        # Dramatiq's thread holds by then: its prefetch accounting is the one
+        # this delivery counts against.
+        self._consumer = consumer
         #: Follow-up publishes (subject, body, headers) that may not be stored.
         self._unpublished: list[tuple[str, bytes, dict[str, str]]] = []
         #: The backoff of its retry copy, should it be handed back instead.
@@ -91,6 +100,8 @@ class NatsConsumer(Consumer):
 
     Pull requests are kept outstanding so that ``prefetch`` messages are held
     at most; a message reaches ``__next__`` as soon as the server delivers it.
+    A refused pull request is retried with back-off, and a consumer that went
+    missing (deleted, or lost with its stream) is declared again.
     ``ack``/``nack``/``requeue`` arrive from Dramatiq's worker threads and are
     handed to the event loop.
     """
@@ -120,6 +131,10 @@ class NatsConsumer(Consumer):
         self._unslotted: set[str] = set()  # held without a slot: being dead-lettered
         self._requested = 0  # asked for in pull requests and not yet delivered
         self._pull_timer: asyncio.TimerHandle | None = None
+        self._pull_backoff_s = 0.0
+        self._pull_retry: asyncio.TimerHandle | None = None  # waiting out the back-off
+        self._pull_again_task: asyncio.Task[None] | None = None
+        self._repair_needed = False
         self._settlements: collections.deque[Msg] = collections.deque()
         self._settlements_scheduled = False
         self._follow_up_tasks: set[asyncio.Task[None]] = set()
@@ -139,14 +154,14 @@ class NatsConsumer(Consumer):
         nc = self._connection.nc
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self._inbox, cb=self._on_delivery, pending_msgs_limit=-1, pending_bytes_limit=-1)
-        self._connection.add_reconnect_listener(self._reset_pulls)
+        self._connection.add_listener(self)
         self._top_up()
 
     # -- event loop side ----------------------------------------------------
 
     def _top_up(self) -> None:
         """Ask the server for as many messages as there is room for."""
-        if self._closed:
+        if self._closed or self._pull_retry is not None or self._pull_again_task is not None:
             return
         room = self._prefetch - self._held - self._requested
         # Wait for room for a sizeable batch unless nothing is requested at all.
@@ -170,12 +185,69 @@ class NatsConsumer(Consumer):
         self._requested = 0
         self._top_up()
 
+    def _pull_again_after(self, delay_s: float) -> None:
+        """Pull anew (declaring the consumer again first if needed) after a delay."""
+        if self._closed or self._pull_again_task is not None:
+            return  # the one in progress pulls when done
+        if self._pull_retry is not None:
+            if delay_s:
+                return
+            self._pull_retry.cancel()
+        self._pull_retry = asyncio.get_running_loop().call_later(delay_s, self._start_pulling_again)
+
+    def _start_pulling_again(self) -> None:
+        self._pull_retry = None
+        self._pull_again_task = asyncio.get_running_loop().create_task(self._pull_again())
+
+    async def _pull_again(self) -> None:
+        try:
+            if self._repair_needed:
+                self._connection.forget_consumer(self._queue_name)
+                await self._connection.ensure_consumer(self._queue_name)
+                self._repair_needed = False
+                logger.info("Declared the consumer of queue %r again.", self._queue_name)
+        except Exception as e:
+            self._pull_again_task = None
+            self._pull_again_after(self._next_pull_backoff())
+            logger.warning("Could not declare the consumer of queue %r again: %s", self._queue_name, e)
+            return
+        self._pull_again_task = None
+        self._reset_pulls()
+
+    def _next_pull_backoff(self) -> float:
+        self._pull_backoff_s = min(max(self._pull_backoff_s * 2, PULL_BACKOFF_MIN_S), PULL_BACKOFF_MAX_S)
+        return self._pull_backoff_s
+
+    # -- connection events (ConnectionListener) --------------------------------
+
+    def client_reconnected(self) -> None:
+        # The server may have lost the consumer (a memory stream after a
+        # restart) and surely lost the pull requests.
+        self._repair_needed = True
+        self._pull_again_after(0)
+
+    def client_closed(self, error: ConnectionClosed) -> None:
+        # Dramatiq's consumer thread gets the error on its next call, closes
+        # this consumer and builds a new one on the new client.
+        self._failure = error
+        self._closed = True
+        for timer in (self._pull_timer, self._pull_retry):
+            if timer is not None:
+                timer.cancel()
+        # Their leases went with the client: no worker may start them now.
+        while True:
+            try:
+                self._ready.get_nowait()
+            except queue.Empty:
+                break
+
     async def _on_delivery(self, msg: Msg) -> None:
         status = msg.headers.get(_STATUS) if msg.headers else None
         if status:
             self._on_status(status, msg)
             return
         self._requested = max(self._requested - 1, 0)
+        self._pull_backoff_s = 0.0
         self._held += 1
         self._connection.leases[msg.reply] = msg
         if msg.metadata.num_delivered > self._max_deliveries:
@@ -193,7 +265,7 @@ class NatsConsumer(Consumer):
         except DecodeError as e:
             self._spawn(self._dead_letter_tasks, self._dead_letter(msg, msg.data, f"undecodable message: {e}"))
             return
-        self._ready.put(NatsMessage(message, msg))
+        self._ready.put(NatsMessage(message, msg, self))
 
     async def _count_runs(self, msg: Msg) -> None:
         """Dead-letter a message that keeps killing its worker (it never gets to nack itself).
@@ -207,7 +279,7 @@ class NatsConsumer(Consumer):
             return
         reason = f"delivered {runs} times without being acknowledged"
         try:
-            message = NatsMessage(Message.decode(msg.data), msg)
+            message = NatsMessage(Message.decode(msg.data), msg, self)
         except DecodeError:
             await self._dead_letter(msg, msg.data, reason)
             return
@@ -223,10 +295,22 @@ class NatsConsumer(Consumer):
             self._requested = max(self._requested - int(unfulfilled), 0)
         else:
             self._requested = 0
-        if status == "409" and "Deleted" in msg.headers.get("Description", ""):
-            self._connection.forget_consumer(self._queue_name)
-            self._failure = ConnectionClosed(f"consumer for queue {self._queue_name!r} was deleted")
-        self._top_up()
+        if status == "408":  # the request expired: the normal end of an idle pull
+            self._pull_backoff_s = 0.0
+            self._top_up()
+            return
+        # Pulling again at once would spin: 503 (no responders: the consumer
+        # or its stream is gone, or JetStream is not up yet) and 409 (consumer
+        # deleted, leadership change, a limit) come back immediately.
+        description = msg.headers.get("Description", "").split("\n")[0]
+        if status == "503" or "Deleted" in description:
+            self._repair_needed = True
+        delay = self._next_pull_backoff()
+        logger.warning(
+            "Pull request for queue %r refused (%s %s); pulling again in %.1f s.",
+            self._queue_name, status, description, delay,
+        )
+        self._pull_again_after(delay)
 
     def _spawn(self, tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -268,12 +352,24 @@ class NatsConsumer(Consumer):
             # Not handed back: JetStream redelivers it after the ack wait.
             logger.warning("Could not hand back a delivery.", exc_info=True)
 
+    def _soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """From a worker thread: ``callback(*args)`` on the loop, unless the broker was closed."""
+        if self._connection.call_soon(callback, *args):
+            return
+        for arg in args:
+            if asyncio.iscoroutine(arg):
+                arg.close()  # never started
+        logger.warning(
+            "Could not settle a message of queue %r: the broker was closed. "
+            "JetStream redelivers it after its ack wait.", self._queue_name,
+        )
+
     def _ack_from_thread(self, delivery: Msg) -> None:
         """Queue an ack for the loop; one wake-up serves a batch."""
         self._settlements.append(delivery)
         if not self._settlements_scheduled:
             self._settlements_scheduled = True
-            self._connection.loop.call_soon(self._drain_settlements)
+            self._soon(self._drain_settlements)
 
     def _drain_settlements(self) -> None:
         self._settlements_scheduled = False  # before draining: a later append schedules anew
@@ -380,9 +476,10 @@ class NatsConsumer(Consumer):
 
     async def _close(self) -> None:
         self._closed = True
-        if self._pull_timer is not None:
-            self._pull_timer.cancel()
-        self._connection.remove_reconnect_listener(self._reset_pulls)
+        for timer in (self._pull_timer, self._pull_retry):
+            if timer is not None:
+                timer.cancel()
+        self._connection.remove_listener(self)
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
@@ -406,14 +503,20 @@ class NatsConsumer(Consumer):
     # -- Dramatiq's Consumer interface (worker threads) -------------------------
 
     def ack(self, message: NatsMessage) -> None:
+        if message._consumer is not self:  # fetched by a consumer Dramatiq has since replaced
+            message._consumer.ack(message)
+            return
         followups.finished()
         if message._unpublished:
             logger.warning("Message %s waits for its follow-up messages to be stored.", message.message_id)
-            self._connection.loop.call_soon(self._spawn, self._follow_up_tasks, self._finish_after_follow_ups(message))
+            self._soon(self._spawn, self._follow_up_tasks, self._finish_after_follow_ups(message))
             return
         self._ack_from_thread(message._delivery)
 
     def nack(self, message: NatsMessage) -> None:
+        if message._consumer is not self:
+            message._consumer.nack(message)
+            return
         followups.finished()
         reason = message._dead_letter_reason
         if reason is None:
@@ -421,29 +524,27 @@ class NatsConsumer(Consumer):
             reason = "failed" if exception is None else f"failed: {type(exception).__name__}: {exception}"
         if message._unpublished:  # an on_retry_exhausted handler, say: stored before the dead letter
             finish = self._finish_after_follow_ups(message, nacked_for=reason)
-            self._connection.loop.call_soon(self._spawn, self._follow_up_tasks, finish)
+            self._soon(self._spawn, self._follow_up_tasks, finish)
             return
         # In a task of its own: a slow or failing dead-letter publish holds up neither this
         # worker thread nor the deliveries behind it.
-        self._connection.loop.call_soon(
-            self._spawn, self._dead_letter_tasks, self._dead_letter(message._delivery, message.encode(), reason)
-        )
+        self._soon(self._spawn, self._dead_letter_tasks, self._dead_letter(message._delivery, message.encode(), reason))
 
     def requeue(self, messages: Iterable[NatsMessage]) -> None:
         # Dramatiq requeues only on its way to close(): pull no more, or the
         # server would hand these very messages back to this consumer.
         self._closed = True
-        deliveries = [message._delivery for message in messages]
+        messages = list(messages)
 
         async def hand_back_all() -> None:
-            await asyncio.gather(*(self._hand_back(delivery) for delivery in deliveries))
+            # Each through the consumer that fetched it (see NatsMessage._consumer).
+            await asyncio.gather(*(message._consumer._hand_back(message._delivery) for message in messages))
 
         self._run(hand_back_all())
 
     def __next__(self) -> NatsMessage | None:
         if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+            raise self._failure
         try:
             return self._ready.get(timeout=self._timeout_s)
         except queue.Empty:

@@ -195,10 +195,19 @@ class Publisher:
                     raise ConnectionClosed(
                         f"JetStream did not acknowledge a publish to {subject} within {timeout} s: {e!r}"
                     ) from None
+                if isinstance(e, nats.errors.NoRespondersError):
+                    # No stream listens: it was deleted, or a restart lost it.
+                    await self._declare_streams_quietly()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             except nats.errors.Error as e:
                 raise ConnectionClosed(e) from None
+
+    async def _declare_streams_quietly(self) -> None:
+        try:
+            await self._connection.declare_streams()
+        except Exception:
+            pass  # logged where declared; the retry loop tries again
 
     async def _ready(self) -> None:
         await self._connection.open()
@@ -252,13 +261,15 @@ class Publisher:
         waiting = self._waiting.get(msg.subject[len(self._reply_prefix or "") :])
         if waiting is None or waiting.done():
             return
-        no_responders = msg.headers and msg.headers.get("Status") == "503"
-        waiting.set_result(None if no_responders else msg.data)
+        if msg.headers and msg.headers.get("Status") == "503":
+            waiting.set_exception(nats.errors.NoRespondersError())
+        else:
+            waiting.set_result(msg.data)
 
 
 def _pub_ack(response: bytes | None) -> dict[str, Any]:
     """The PubAck in a reply, or the error it stands for."""
-    if response is None:  # timed out, or "503 No Responders": no stream leader is listening
+    if response is None:  # timed out
         raise nats.js.errors.NoStreamResponseError
     ack = json.loads(response)
     error = ack.get("error")

@@ -50,10 +50,11 @@ def port_open(port: int) -> bool:
 
 
 class NatsServer:
-    """A nats-server with JetStream, the project's config, and its own store."""
+    """A nats-server with JetStream, the project's config (or another), and its own store."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, config: Path = ROOT / "broker" / "nats-server.conf") -> None:
         self.store_dir = store_dir
+        self.config = config
         self.port = free_port()
         self.monitor_port = free_port()
         self.process: subprocess.Popen | None = None
@@ -71,7 +72,7 @@ class NatsServer:
         self.process = subprocess.Popen(
             [
                 str(VENV_BIN / "nats-server"),
-                "-c", str(ROOT / "broker" / "nats-server.conf"),
+                "-c", str(self.config),
                 "-a", "127.0.0.1",
                 "-p", str(self.port),
                 "-m", str(self.monitor_port),
