@@ -12,7 +12,6 @@ import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
-from dramatiq.middleware.prometheus import Prometheus
 from valkey.exceptions import ValkeyError
 
 from .dispatch import build_broker
@@ -20,6 +19,7 @@ from .logs import configure_logging, current_task_id
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
 from .tasks import TASKS, TaskSpec
+from .worker_metrics import WorkerMetrics
 
 logger = logging.getLogger("natsq.worker")
 
@@ -105,7 +105,7 @@ broker = build_broker(
     settings,
     # Dramatiq runs "after" hooks in reverse order: TaskState comes first so
     # that it sees the message after Retries has decided about it.
-    middleware=[TaskState(store)] + [m() for m in default_middleware] + [Prometheus(), CurrentMessage()],
+    middleware=[TaskState(store)] + [m() for m in default_middleware] + [WorkerMetrics(), CurrentMessage()],
 )
 dramatiq.set_broker(broker)
 actors = {name: declare_actor(broker, spec, settings) for name, spec in TASKS.items()}
