@@ -203,7 +203,7 @@ def test_network_policies_select_something(rendered: Rendered):
     our_namespaces = {_namespaced(w) for w in rendered.workloads()}
     for policy in rendered.of_kind("NetworkPolicy"):
         selector = policy["spec"]["podSelector"]
-        # natsq-monitoring's pods come from Helm (kube-prometheus-stack), not from these manifests.
+        # natsq-monitoring has no pods (the monitoring stack runs in `monitoring`, installed by Terraform).
         if selector != {} and _namespaced(policy) in our_namespaces:
             assert rendered.pods_selected(_namespaced(policy), selector), f"{name_of(policy)} selects no pod"
 
