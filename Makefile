@@ -6,7 +6,7 @@ UV := $(UV_HOME)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test run bench clean system-tools diagrams
+.PHONY: venv test run bench clean system-tools diagrams kind-deploy
 
 $(UV):
 	python3 -m venv $(UV_HOME)
@@ -24,10 +24,12 @@ clean:
 
 # Debian packages the tests use: prometheus (promtool and a real Prometheus for the
 # observability tests) and graphviz (the architecture diagrams).
+# Installed only when missing; as root directly, elsewhere (a GitHub-hosted runner) through sudo.
 SYSTEM_TOOLS_MISSING := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v dot),,graphviz)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 system-tools:
 ifneq ($(strip $(SYSTEM_TOOLS_MISSING)),)
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_TOOLS_MISSING) >/dev/null
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_TOOLS_MISSING) >/dev/null
 endif
 
 test: venv system-tools
@@ -38,6 +40,10 @@ run: venv
 
 bench: venv
 	$(PY) tests/bench/run.py
+
+# Deploy this checkout to a kind cluster and smoke-test it (needs docker, kind, kubectl).
+kind-deploy: venv
+	bash .ci/kind_deploy.sh
 
 # Re-render architecture/diagrams.png from architecture/diagrams.dot.
 diagrams: system-tools

@@ -114,6 +114,7 @@ def submit_task():
         raise
     if idempotency_key:
         svc.store.mark_published(task_id)
+    metrics.TASKS_SUBMITTED.labels(spec.queue, spec.name).inc()
     logger.info("Task accepted.", extra={"actor": spec.name, "queue": spec.queue, "delay_ms": submitted.delay_ms})
     return _accepted(task_id, "queued")
 

@@ -14,7 +14,6 @@ import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage, default_middleware
-from dramatiq.middleware.prometheus import Prometheus
 from pydantic import ValidationError
 from valkey.exceptions import ValkeyError
 
@@ -24,6 +23,7 @@ from .logs import configure_logging, current_task_id
 from .periodic import PeriodicSchedules
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
+from .worker_metrics import WorkerMetrics
 
 logger = logging.getLogger("natsq.worker")
 
@@ -161,7 +161,7 @@ broker = build_broker(
     # options are filtered before anything reads them, and TaskState sees the
     # message after Retries has decided about it.
     middleware=[TrustedOptions(), TaskState(store)] + [m() for m in default_middleware]
-    + [Prometheus(), CurrentMessage(), PeriodicSchedules(tasks)],
+    + [WorkerMetrics(), CurrentMessage(), PeriodicSchedules(tasks)],
     queues=tasks.queues,
 )
 dramatiq.set_broker(broker)

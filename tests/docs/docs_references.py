@@ -206,7 +206,9 @@ def known_metrics() -> frozenset[str]:
         names |= {family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))}
     # Dramatiq's Prometheus middleware declares its metrics when a worker boots: read the names
     # from its source (counters there already end in _total).
-    for name in re.findall(r"""["'](dramatiq_[a-z_]+)["']""", _dramatiq_source("middleware/prometheus.py")):
+    # natsq's worker middleware (app/worker_metrics.py) likewise, on top of Dramatiq's.
+    worker_sources = _dramatiq_source("middleware/prometheus.py") + (REPO / "app" / "worker_metrics.py").read_text()
+    for name in re.findall(r"""["']((?:dramatiq|natsq)_[a-z_]+)["']""", worker_sources):
         if name in dramatiq_env_vars():
             continue
         base = name.removesuffix("_total")

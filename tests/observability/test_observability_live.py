@@ -37,6 +37,8 @@ CONTRACT_METRICS = {
     "natsq_publish_duration_seconds_bucket": {"le"},
     "natsq_queue_messages": {"queue", "state"},
     "natsq_queue_redelivered": {"queue"},
+    "natsq_tasks_submitted_total": {"queue_name", "actor_name"},
+    "natsq_task_queue_wait_seconds_bucket": {"queue_name", "actor_name", "le"},
     "dramatiq_messages_total": {"queue_name", "actor_name"},
     "dramatiq_message_errors_total": {"queue_name", "actor_name"},
     "dramatiq_message_retries_total": {"queue_name", "actor_name"},
