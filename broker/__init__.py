@@ -6,14 +6,17 @@
 
 from .broker import DEFAULT_URL, NatsBroker, QueueStats
 from .connection import MIN_SERVER_VERSION, ServerTooOld
-from .consumer import NatsMessage
+from .consumer import DeadLettered, NatsMessage
+from .publisher import PublishRejected
 from .topology import encode_queue_name
 
 __all__ = [
     "DEFAULT_URL",
+    "DeadLettered",
     "MIN_SERVER_VERSION",
     "NatsBroker",
     "NatsMessage",
+    "PublishRejected",
     "QueueStats",
     "ServerTooOld",
     "encode_queue_name",

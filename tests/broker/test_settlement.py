@@ -290,3 +290,35 @@ def test_follow_ups_are_only_those_of_middleware_not_the_actors_own_enqueues(mak
     finally:
         worker.stop(timeout=5_000)
 
+
+
+def test_a_worker_stopping_while_a_retry_copy_is_unpublished_hands_it_back_with_the_backoff(make_broker, caplog):
+    broker = make_broker(ack_wait_ms=10_000, publish_timeout_ms=1_000)
+    dramatiq.set_broker(broker)
+    attempts: list[float] = []
+    stream = broker.topology.task_stream
+    subjects = broker.topology.task_stream_config().subjects
+
+    @dramatiq.actor(max_retries=3)
+    def flaky():
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            # No stream takes delayed messages any more: the retry copy gets no responders.
+            update_stream(broker, stream, subjects=[s for s in subjects if ".schedule." not in s])
+            raise dramatiq.Retry(delay=3_000)
+
+    broker.declare_queue("default")
+    flaky.send()
+    worker = start_worker(broker)
+    wait_for_failed_follow_up(caplog)
+    stopping = time.monotonic()
+    worker.stop(timeout=5_000)  # the copy is still unpublished: handed back, with the retry's backoff
+    update_stream(broker, stream, subjects=subjects)
+    worker = start_worker(broker)
+    try:
+        wait_until(lambda: len(attempts) == 2, 15, message="the second attempt")
+        assert attempts[1] - stopping >= 3.0
+        broker.join("default", timeout=5_000)
+        assert len(attempts) == 2
+    finally:
+        worker.stop(timeout=5_000)
