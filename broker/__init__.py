@@ -7,10 +7,12 @@
 from .broker import DEFAULT_URL, NatsBroker, QueueStats
 from .connection import MIN_SERVER_VERSION, ServerTooOld
 from .consumer import NatsMessage
+from .dead_letters import DeadLetter
 from .topology import encode_queue_name
 
 __all__ = [
     "DEFAULT_URL",
+    "DeadLetter",
     "MIN_SERVER_VERSION",
     "NatsBroker",
     "NatsMessage",
