@@ -34,6 +34,7 @@ class DeadLetter:
     """One message in the dead-letter stream.
 
     seq: its sequence in the dead-letter stream (its address).
+    stream: the dead-letter stream.
     message: the Dramatiq message, or None if its body cannot be decoded.
     reason: why it was dead-lettered (``failed: <exception>``, too many deliveries, ...).
     deliveries: JetStream deliveries of the last copy.
@@ -42,6 +43,7 @@ class DeadLetter:
     """
 
     seq: int
+    stream: str
     queue_name: str
     message: Message | None
     reason: str
@@ -60,6 +62,33 @@ class DeadLetter:
         if self.reason.startswith("failed"):
             return max(retries, 1)
         return retries + self.deliveries
+
+    def replacement(self) -> Message:
+        """The new message that replays this dead letter.
+
+        It keeps actor, arguments and options, drops the failed run's options
+        (retries, traceback), and names the dead message in
+        ``options["replay_of"]``. Its id derives from the dead letter, so
+        replaying the same dead letter twice (a retry after a lost answer)
+        enqueues one message: JetStream drops the duplicate.
+
+        Raises:
+          DecodeError: The dead letter is not a Dramatiq message.
+        """
+        old = self.message
+        if old is None:
+            raise DecodeError(f"dead letter {self.seq} of queue {self.queue_name!r} is not a Dramatiq message", self.body, None)
+        options = {k: v for k, v in old.options.items() if k not in _RUN_OPTIONS}
+        options["replay_of"] = old.message_id
+        return Message(
+            queue_name=old.queue_name,
+            actor_name=old.actor_name,
+            args=old.args,
+            kwargs=old.kwargs,
+            options=options,
+            message_id=str(uuid.uuid5(_REPLAY_NAMESPACE, f"{self.stream}/{self.seq}/{old.message_id}")),
+            message_timestamp=current_millis(),
+        )
 
     @property
     def traceback(self) -> str | None:
@@ -85,7 +114,7 @@ class DeadLetters:
                 raw = await self._next(queue_name, seq + 1)
                 if raw is None:
                     break
-                letters.append(_dead_letter(queue_name, raw))
+                letters.append(_dead_letter(self._topology.dead_letter_stream, queue_name, raw))
                 seq = raw.seq
             return letters
 
@@ -97,47 +126,26 @@ class DeadLetters:
 
         async def fetch() -> DeadLetter | None:
             raw = await self._next(queue_name, seq)
-            return _dead_letter(queue_name, raw) if raw is not None and raw.seq == seq else None
+            return _dead_letter(self._topology.dead_letter_stream, queue_name, raw) if raw is not None and raw.seq == seq else None
 
         return self._broker._run(fetch())
 
-    def replay(self, queue_name: str, seq: int) -> tuple[DeadLetter, Message] | None:
-        """Enqueue a dead letter again as a new message, then delete it.
+    def replay(self, letter: DeadLetter) -> Message | None:
+        """Enqueue a dead letter again as a new message (``letter.replacement()``), then delete it.
 
-        The new message keeps actor, arguments and options but drops the
-        failed run's options (retries, traceback); ``options["replay_of"]``
-        holds the dead message's id. Its id is derived from the dead letter's
-        sequence, so replaying the same dead letter twice (a retry after a
-        lost answer) enqueues one message: JetStream drops the duplicate.
-
-        Returns the dead letter and the new message, or None if no dead letter
-        is at ``seq`` (already replayed or deleted).
+        Returns the new message, or None if the dead letter is no longer in
+        the stream (replayed or deleted meanwhile): nothing is enqueued then.
 
         Raises:
           DecodeError: The dead letter is not a Dramatiq message.
           ConnectionClosed: JetStream did not store the new message.
         """
-        letter = self.get(queue_name, seq)
-        if letter is None:
+        new = letter.replacement()
+        if self.get(letter.queue_name, letter.seq) is None:
             return None
-        if letter.message is None:
-            raise DecodeError(f"dead letter {seq} of queue {queue_name!r} is not a Dramatiq message", letter.body, None)
-        old = letter.message
-        options = {k: v for k, v in old.options.items() if k not in _RUN_OPTIONS}
-        options["replay_of"] = old.message_id
-        replay_id = uuid.uuid5(_REPLAY_NAMESPACE, f"{self._topology.dead_letter_stream}/{seq}/{old.message_id}")
-        new = Message(
-            queue_name=old.queue_name,
-            actor_name=old.actor_name,
-            args=old.args,
-            kwargs=old.kwargs,
-            options=options,
-            message_id=str(replay_id),
-            message_timestamp=current_millis(),
-        )
         self._broker.enqueue(new)
-        self.delete(queue_name, seq)
-        return letter, new
+        self.delete(letter.queue_name, letter.seq)
+        return new
 
     def delete(self, queue_name: str, seq: int) -> bool:
         """Delete one dead letter; False if there was none at ``seq``."""
@@ -185,7 +193,7 @@ class DeadLetters:
             return None
 
 
-def _dead_letter(queue_name: str, raw: RawStreamMsg) -> DeadLetter:
+def _dead_letter(stream: str, queue_name: str, raw: RawStreamMsg) -> DeadLetter:
     headers = raw.headers or {}
     body = raw.data or b""
     try:
@@ -194,6 +202,7 @@ def _dead_letter(queue_name: str, raw: RawStreamMsg) -> DeadLetter:
         message = None
     return DeadLetter(
         seq=raw.seq,
+        stream=stream,
         queue_name=queue_name,
         message=message,
         reason=headers.get("Natsq-Reason", ""),

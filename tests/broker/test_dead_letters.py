@@ -43,7 +43,7 @@ def test_a_dead_letter_tells_what_failed_and_why(broker, orders):
     assert letter.attempts == 2  # the first run and one retry
     assert letter.deliveries == 1
     assert "ValueError: cannot process A-1" in letter.traceback
-    assert letter.dead_lettered_at is not None
+    assert letter.dead_lettered_at is not None and letter.stream == broker.topology.dead_letter_stream
     assert broker.dead_letters.get("default", letter.seq) == letter
     assert broker.dead_letters.get("default", letter.seq + 1000) is None
 
@@ -53,18 +53,17 @@ def test_a_replay_runs_again_as_a_new_message_and_removes_the_dead_letter(broker
     [letter] = dead_letter(broker, process, broken, "B-1")
     broken.clear()  # the cause is fixed
 
-    replayed = broker.dead_letters.replay("default", letter.seq)
+    new = broker.dead_letters.replay(letter)
 
-    assert replayed is not None
-    old, new = replayed
-    assert old == letter
+    assert new is not None
     assert new.message_id != letter.message_id
     assert new.options["replay_of"] == letter.message_id
     assert "retries" not in new.options and "traceback" not in new.options
     wait_until(lambda: done, 10, message="the replayed message to run")
     assert done == [("B-1", new.message_id)]
     assert broker.queue_stats("default").dead_lettered == 0
-    assert broker.dead_letters.replay("default", letter.seq) is None  # gone: a second replay finds nothing
+    assert letter.replacement().message_id == new.message_id  # a retried replay would be de-duplicated
+    assert broker.dead_letters.replay(letter) is None  # gone: a second replay enqueues nothing
 
 
 def test_dead_letters_page_by_sequence_and_stay_within_their_queue(broker, orders):
@@ -107,5 +106,5 @@ def test_an_undecodable_dead_letter_is_listed_with_its_body_and_cannot_be_replay
     assert letter.body == b"not json"
     assert letter.reason.startswith("undecodable message")
     with pytest.raises(DecodeError):
-        broker.dead_letters.replay("default", letter.seq)
+        broker.dead_letters.replay(letter)
     assert broker.queue_stats("default").dead_lettered == 1
