@@ -303,6 +303,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         verifier=TokenVerifier(settings) if settings.auth else None,
     )
     app.register_blueprint(api)
+    from .admin import admin_api  # imports this module
+
+    app.register_blueprint(admin_api)
     _register_error_handlers(app)
     _register_metrics(app)
     return app

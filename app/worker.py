@@ -16,6 +16,8 @@ from dramatiq.middleware.prometheus import Prometheus
 from valkey.exceptions import ValkeyError
 
 from .dispatch import build_broker
+from .heartbeats import Heartbeat
+from .history import HistoryRecorder, TaskHistory
 from .logs import configure_logging, current_task_id
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
@@ -103,9 +105,11 @@ configure_logging(settings.log_level)
 store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
 broker = build_broker(
     settings,
-    # Dramatiq runs "after" hooks in reverse order: TaskState comes first so
-    # that it sees the message after Retries has decided about it.
-    middleware=[TaskState(store)] + [m() for m in default_middleware] + [Prometheus(), CurrentMessage()],
+    # Dramatiq runs "after" hooks in reverse order: TaskState and the history
+    # come first so that they see the message after Retries has decided about it.
+    middleware=[TaskState(store), HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))]
+    + [m() for m in default_middleware]
+    + [Prometheus(), CurrentMessage(), Heartbeat(store.client, settings.namespace)],
 )
 dramatiq.set_broker(broker)
 actors = {name: declare_actor(broker, spec, settings) for name, spec in TASKS.items()}

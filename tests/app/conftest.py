@@ -1,0 +1,30 @@
+"""A stack with authentication on, for the admin API, the console and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.app.test_auth import AUDIENCE, ISSUER, SECRET, token
+from tests.conftest import Stack
+
+
+def admin_headers(sub: str = "operator-1") -> dict[str, str]:
+    return token(SECRET, scope="admin", sub=sub, expires_in=600)
+
+
+def start_admin_stack(tmp, nats_url: str, valkey_url: str, **env: str) -> Stack:
+    secret_file = tmp / "jwt-secret"
+    secret_file.write_text(SECRET)
+    system = Stack(tmp, nats_url, valkey_url, NATSQ_ENV="production", NATSQ_JWT_SECRET_FILE=str(secret_file),
+                   NATSQ_JWT_ISSUER=ISSUER, NATSQ_JWT_AUDIENCE=AUDIENCE, **env)
+    system.start_gateway()
+    system.start_worker()
+    return system
+
+
+@pytest.fixture(scope="module")
+def admin_stack(tmp_path_factory, nats_server, valkey_server):
+    """Gateway and worker with JWT authentication on, in a namespace of this module's own."""
+    system = start_admin_stack(tmp_path_factory.mktemp("admin"), nats_server.url, valkey_server.url)
+    yield system
+    system.stop()
