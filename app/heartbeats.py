@@ -26,8 +26,8 @@ logger = logging.getLogger("natsq.heartbeats")
 
 #: Seconds between two heartbeats of a worker process.
 HEARTBEAT_INTERVAL_S = 5.0
-#: A worker whose last heartbeat is older than this is shown as gone.
-HEARTBEAT_TTL_S = 3 * HEARTBEAT_INTERVAL_S
+#: A worker whose last heartbeat is older than this is shown as gone (two missed beats).
+HEARTBEAT_TTL_S = 2 * HEARTBEAT_INTERVAL_S + 1
 #: Gone workers are listed for this long after their last heartbeat.
 REMEMBER_S = 3600
 

@@ -57,11 +57,16 @@ class DeadLetter:
 
     @property
     def attempts(self) -> int:
-        """Runs of the task: Dramatiq's retry count, else the deliveries that never finished."""
+        """Runs of the task that started, as far as the dead letter tells.
+
+        A failure counted every run in Dramatiq's ``retries``. A message
+        dead-lettered on delivery (too many deliveries, undecodable) adds the
+        earlier deliveries of its last copy: each started a run that never finished.
+        """
         retries = self.message.options.get("retries", 0) if self.message else 0
         if self.reason.startswith("failed"):
             return max(retries, 1)
-        return retries + self.deliveries
+        return retries + max(self.deliveries - 1, 0)
 
     def replacement(self) -> Message:
         """The new message that replays this dead letter.

@@ -70,7 +70,8 @@ def test_dead_letters_page_by_sequence_and_stay_within_their_queue(broker, order
     process, broken, _ = orders
     broker.declare_queue("other")
     letters = dead_letter(broker, process, broken, "C-1", "C-2", "C-3")
-    assert [letter.message.args[0] for letter in letters] == ["C-1", "C-2", "C-3"]
+    assert sorted(letter.message.args[0] for letter in letters) == ["C-1", "C-2", "C-3"]
+    assert [letter.seq for letter in letters] == sorted(letter.seq for letter in letters)  # oldest first
 
     first_page = broker.dead_letters.list("default", limit=2)
     rest = broker.dead_letters.list("default", after=first_page[-1].seq, limit=2)
@@ -105,6 +106,7 @@ def test_an_undecodable_dead_letter_is_listed_with_its_body_and_cannot_be_replay
     assert letter.message is None and letter.message_id is None
     assert letter.body == b"not json"
     assert letter.reason.startswith("undecodable message")
+    assert letter.attempts == 0  # dead-lettered on its first delivery, never run
     with pytest.raises(DecodeError):
         broker.dead_letters.replay(letter)
     assert broker.queue_stats("default").dead_lettered == 1
