@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.app.conftest import admin_headers, start_admin_stack
+from tests.app.conftest import admin_headers, start_admin_stack, writer_headers
 from tests.app.helpers import submit
 from tests.app.test_auth import SECRET, token
 from tests.conftest import wait_until
@@ -24,7 +24,7 @@ CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make system-tools installs it)")
 
 ADMIN = admin_headers("operator-ui")
-WRITER = token(SECRET, scope="tasks:write")
+WRITER = writer_headers()
 
 
 @pytest.fixture(scope="module")
