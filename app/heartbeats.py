@@ -1,14 +1,16 @@
 """Worker heartbeats in Valkey: who is working, on which queues, on which tasks.
 
-Each worker process writes one small JSON document every few seconds (one
-pipelined SET with a TTL and one ZADD), so a process that dies vanishes
-after its TTL, and the sorted set remembers when it was last seen.
+Each worker process writes one small JSON document every
+``NATSQ_HEARTBEAT_INTERVAL_S`` seconds (one pipelined SET with a TTL and one
+ZADD), so a process that dies vanishes after two missed beats, and the
+sorted set remembers when it was last seen.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -24,10 +26,6 @@ from .store import now_iso
 
 logger = logging.getLogger("natsq.heartbeats")
 
-#: Seconds between two heartbeats of a worker process.
-HEARTBEAT_INTERVAL_S = 5.0
-#: A worker whose last heartbeat is older than this is shown as gone (two missed beats).
-HEARTBEAT_TTL_S = 2 * HEARTBEAT_INTERVAL_S + 1
 #: Gone workers are listed for this long after their last heartbeat.
 REMEMBER_S = 3600
 
@@ -43,10 +41,12 @@ def _worker_key(namespace: str, worker_id: str) -> str:
 class Heartbeat(Middleware):
     """Writes this worker process's heartbeat: host, pid, queues, threads, current tasks."""
 
-    def __init__(self, client: valkey.Valkey, namespace: str, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+    def __init__(self, client: valkey.Valkey, namespace: str, interval_s: float) -> None:
         self.client = client
         self.namespace = namespace
         self.interval_s = interval_s
+        # Missing two beats makes a worker gone: its document expires.
+        self.ttl_s = math.ceil(2 * interval_s + 1)
         self._running: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -106,7 +106,7 @@ class Heartbeat(Middleware):
             current = list(self._running.values())
         document = {**self._document, "current_tasks": current, "last_heartbeat": now_iso()}
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(_worker_key(self.namespace, self._worker_id), json.dumps(document), ex=int(HEARTBEAT_TTL_S))
+        pipe.set(_worker_key(self.namespace, self._worker_id), json.dumps(document), ex=self.ttl_s)
         pipe.zadd(_workers_key(self.namespace), {self._worker_id: time.time()})
         pipe.execute()
 

@@ -109,7 +109,7 @@ broker = build_broker(
     # come first so that they see the message after Retries has decided about it.
     middleware=[TaskState(store), HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))]
     + [m() for m in default_middleware]
-    + [Prometheus(), CurrentMessage(), Heartbeat(store.client, settings.namespace)],
+    + [Prometheus(), CurrentMessage(), Heartbeat(store.client, settings.namespace, settings.heartbeat_interval_s)],
 )
 dramatiq.set_broker(broker)
 actors = {name: declare_actor(broker, spec, settings) for name, spec in TASKS.items()}

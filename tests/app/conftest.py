@@ -24,15 +24,19 @@ def start_admin_stack(tmp, nats_url: str, valkey_url: str, **env: str) -> Stack:
     secret_file = tmp / "jwt-secret"
     secret_file.write_text(SECRET)
     system = Stack(tmp, nats_url, valkey_url, NATSQ_ENV="production", NATSQ_JWT_SECRET_FILE=str(secret_file),
-                   NATSQ_JWT_ISSUER=ISSUER, NATSQ_JWT_AUDIENCE=AUDIENCE, **env)
+                   NATSQ_JWT_ISSUER=ISSUER, NATSQ_JWT_AUDIENCE=AUDIENCE, NATSQ_HEARTBEAT_INTERVAL_S="1", **env)
     system.start_gateway()
     system.start_worker()
     return system
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def admin_stack(tmp_path_factory, nats_server, valkey_server):
-    """Gateway and worker with JWT authentication on, in a namespace of this module's own."""
+    """Gateway and worker with JWT authentication on, shared by the admin API and CLI tests.
+
+    Replayed tasks may dead-letter again at any time: tests check their own
+    dead letters, never that a queue has none.
+    """
     system = start_admin_stack(tmp_path_factory.mktemp("admin"), nats_server.url, valkey_server.url)
     yield system
     system.stop()

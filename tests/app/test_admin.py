@@ -101,11 +101,11 @@ def test_delete_and_purge_remove_dead_letters_and_are_logged_with_the_caller(adm
     assert requests.delete(f"{url}/{seq}", headers=admin_headers("operator-2"), timeout=10).json() == {"queue": "default", "deleted": seq}
     assert requests.delete(f"{url}/{seq}", headers=ADMIN, timeout=10).status_code == 404
     assert find_dead_letter(admin_stack, second)
-    before = get(admin_stack, "/admin/queues/default").json()["dead_lettered"]
+    second_seq = find_dead_letter(admin_stack, second)["seq"]
     purged = requests.delete(url, headers=admin_headers("operator-3"), timeout=10).json()
-    assert purged == {"queue": "default", "purged": before}
-    assert get(admin_stack, "/admin/queues/default").json()["dead_lettered"] == 0
-    assert get(admin_stack, "/admin/queues/default/dead-letters").json()["dead_letters"] == []
+    assert purged["queue"] == "default" and purged["purged"] >= 1
+    left = get(admin_stack, "/admin/queues/default/dead-letters", params={"limit": 500}).json()["dead_letters"]
+    assert all(letter["seq"] > second_seq for letter in left)  # only letters written since the purge
     assert [e["caller"] for e in logged(admin_stack, "Dead letter deleted.") if e["seq"] == seq] == ["operator-2"]
     assert logged(admin_stack, "Dead letters purged.")[-1]["caller"] == "operator-3"
 
@@ -127,13 +127,13 @@ def test_replay_all_replays_every_dead_letter_of_the_queue(admin_stack):
 
 def test_workers_report_their_queues_threads_and_current_tasks(admin_stack):
     writer = writer_headers()
-    task_id = submit(admin_stack.gateway_url, "wait", {"seconds": 8}, headers=writer).json()["task_id"]
+    task_id = submit(admin_stack.gateway_url, "wait", {"seconds": 3}, headers=writer).json()["task_id"]
 
     def running_worker():
         workers = get(admin_stack, "/admin/workers").json()["workers"]
         return next((w for w in workers if any(t["task_id"] == task_id for t in w["current_tasks"])), None)
 
-    worker = wait_until(running_worker, 12, interval=0.2, message="a heartbeat naming the running task")
+    worker = wait_until(running_worker, 3, interval=0.1, message="a heartbeat naming the running task")
     assert worker["alive"] is True
     assert worker["queues"] == ["default"] and worker["threads"] == 4
     assert worker["pid"] > 0 and worker["host"]
