@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from dramatiq.middleware import Middleware
 
 from broker import NatsBroker
 
 from .settings import Settings
-from .tasks import QUEUES
 
 
-def build_broker(settings: Settings, middleware: list[Middleware]) -> NatsBroker:
+def build_broker(settings: Settings, middleware: list[Middleware], queues: Iterable[str]) -> NatsBroker:
     options = {}
     if settings.nats_user:
         options["user"] = settings.nats_user
@@ -34,6 +35,6 @@ def build_broker(settings: Settings, middleware: list[Middleware]) -> NatsBroker
         tls_key_file=settings.nats_tls_key_file,
         **options,
     )
-    for queue_name in sorted(QUEUES):
+    for queue_name in sorted(queues):
         broker.declare_queue(queue_name)
     return broker

@@ -17,14 +17,13 @@ from werkzeug.exceptions import HTTPException
 
 from broker import NatsBroker
 
-from . import metrics
+from . import metrics, registry
 from .auth import TokenVerifier, require_scope
 from .dispatch import build_broker
 from .errors import ApiError
 from .logs import configure_logging, current_task_id
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
-from .tasks import TASKS
 
 logger = logging.getLogger("natsq.gateway")
 
@@ -32,6 +31,8 @@ logger = logging.getLogger("natsq.gateway")
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_S = 5
+#: Longest long poll of GET /task/<id>?wait=S: a client that waits longer asks again.
+MAX_WAIT_S = 20
 
 
 class TaskRequest(BaseModel):
@@ -49,6 +50,7 @@ class Services:
     broker: NatsBroker
     store: TaskStore
     verifier: TokenVerifier | None
+    tasks: registry.Registry
 
     def warm_up(self) -> None:
         """Connect to NATS and Valkey ahead of the first request (best effort)."""
@@ -74,11 +76,12 @@ def submit_task():
         submitted = TaskRequest.model_validate(body)
     except ValidationError as e:
         raise _unprocessable(e) from None
-    spec = TASKS.get(submitted.actor)
+    public = services().tasks.public
+    spec = public.get(submitted.actor)
     if spec is None:
-        raise ApiError(422, "invalid_request", f"unknown actor {submitted.actor!r}; known: {', '.join(sorted(TASKS))}", field="actor")
+        raise ApiError(422, "invalid_request", f"unknown actor {submitted.actor!r}; known: {', '.join(sorted(public))}", field="actor")
     try:
-        payload = spec.payload.model_validate(submitted.payload)
+        payload = spec.validate(submitted.payload)
     except ValidationError as e:
         raise _unprocessable(e, prefix="payload") from None
     idempotency_key = request.headers.get("Idempotency-Key")
@@ -157,10 +160,16 @@ def _accepted(task_id: str, state: str) -> Response:
 @require_scope("tasks:read")
 def get_task(task_id: str):
     current_task_id.set(task_id)
-    task = services().store.get(task_id) if _is_uuid(task_id) else None
+    wait_s = _wait_seconds(request.args.get("wait"))
+    task = services().store.wait(task_id, wait_s) if _is_uuid(task_id) else None
     if task is None:
         raise ApiError(404, "not_found", f"no task {task_id!r} (unknown, or its record expired)")
-    return jsonify({k: v for k, v in task.items() if not k.startswith("_")})
+    return jsonify(public_view(task))
+
+
+def public_view(task: dict) -> dict:
+    """A task record without the store's internal fields."""
+    return {k: v for k, v in task.items() if not k.startswith("_")}
 
 
 @api.get("/stats")
@@ -236,6 +245,19 @@ def _unprocessable(error: ValidationError, prefix: str | None = None) -> ApiErro
     return ApiError(422, "invalid_request", f"{field}: {first['msg']}" if field else first["msg"], field=field)
 
 
+def _wait_seconds(value: str | None) -> float:
+    """``?wait=S``: how long to wait for the task to end, up to MAX_WAIT_S."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_S:  # also refuses nan and inf
+        raise ApiError(422, "invalid_request", f"wait: a number of seconds from 0 to {MAX_WAIT_S}", field="wait")
+    return seconds
+
+
 def _is_uuid(value: str) -> bool:
     try:
         return str(uuid.UUID(value)) == value
@@ -296,13 +318,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
     app.extensions["natsq"] = Services(
         settings=settings,
-        broker=build_broker(settings, middleware=[]),
+        broker=build_broker(settings, middleware=[], queues=tasks.queues),
         store=TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s),
         verifier=TokenVerifier(settings) if settings.auth else None,
+        tasks=tasks,
     )
+    from .task_api import task_api  # imports this module's helpers
+
     app.register_blueprint(api)
+    app.register_blueprint(task_api)
     from .admin import admin_api  # imports this module
     from .console import console
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import Flask
 
-from .gateway import MAX_DELAY_MS, RETRY_AFTER_S
+from .gateway import MAX_DELAY_MS, MAX_WAIT_S, RETRY_AFTER_S
+from .registry import Registry
 from .store import STATES
-from .tasks import TASKS
+from .task_api import TaskQuery
 
 _ERROR = {
     "type": "object",
@@ -42,7 +43,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Task": {
         "type": "object",
-        "required": ["task_id", "actor", "state", "attempts", "result", "error",
+        "required": ["task_id", "actor", "state", "attempts", "result", "error", "progress", "cancel_requested",
                      "created_at", "started_at", "finished_at", "updated_at"],
         "properties": {
             "task_id": {"type": "string", "format": "uuid"},
@@ -51,6 +52,17 @@ _SCHEMAS: dict[str, Any] = {
             "attempts": {"type": "integer", "minimum": 0},
             "result": {"description": "The task's return value once it succeeded."},
             "error": {"type": ["string", "null"]},
+            "progress": {
+                "description": "The latest progress the task reported, if any.",
+                "type": ["object", "null"],
+                "required": ["fraction", "meta", "at"],
+                "properties": {
+                    "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                    "meta": {"description": "Whatever the task reported with it."},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "cancel_requested": {"type": "boolean", "description": "DELETE /task/<id> was called."},
             "created_at": _TIMESTAMP,
             "started_at": _TIMESTAMP,
             "finished_at": _TIMESTAMP,
@@ -80,6 +92,43 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "TaskPage": {
+        "type": "object",
+        "required": ["tasks", "next_cursor"],
+        "properties": {
+            "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+            "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; null at the end."},
+        },
+    },
+    "Cancelled": {
+        "type": "object",
+        "required": ["task_id", "state", "cancel_requested"],
+        "properties": {
+            "task_id": {"type": "string", "format": "uuid"},
+            "state": {"enum": ["cancelled", "running"]},
+            "cancel_requested": {"const": True},
+        },
+    },
+    "Periodic": {
+        "type": "object",
+        "required": ["periodic"],
+        "properties": {
+            "periodic": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "task", "schedule", "payload", "queue"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "task": {"type": "string"},
+                        "schedule": {"type": "string", "description": "`@every <duration>`, `@hourly`..., or six-field cron."},
+                        "payload": {"type": "object"},
+                        "queue": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Readiness": {
         "type": "object",
@@ -96,10 +145,10 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _task_request_schemas() -> dict[str, Any]:
-    """One request schema per task: the actor's name fixes the payload schema."""
+def _task_request_schemas(tasks: Registry) -> dict[str, Any]:
+    """One request schema per public task: the actor's name fixes the payload schema."""
     schemas = {}
-    for name, spec in TASKS.items():
+    for name, spec in tasks.public.items():
         payload = spec.payload.model_json_schema()
         payload.pop("title", None)
         schemas[f"Submit_{name}"] = {
@@ -114,6 +163,11 @@ def _task_request_schemas() -> dict[str, Any]:
             },
         }
     return schemas
+
+
+def _query_parameters() -> dict[str, Any]:
+    schema = TaskQuery.model_json_schema()
+    return {name: {k: v for k, v in prop.items() if k != "title"} for name, prop in schema["properties"].items()}
 
 
 def _json(schema: str) -> dict[str, Any]:
@@ -132,7 +186,8 @@ _AUTH = {"401": _error("Missing, invalid or expired bearer token."), "403": _err
 
 
 def build_document(app: Flask) -> dict[str, Any]:
-    request_schemas = _task_request_schemas()
+    request_schemas = _task_request_schemas(app.extensions["natsq"].tasks)
+    task_id = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
     paths: dict[str, Any] = {
         "/task": {
             "post": {
@@ -167,14 +222,61 @@ def build_document(app: Flask) -> dict[str, Any]:
         },
         "/task/{task_id}": {
             "get": {
-                "summary": "Read a task's state and result",
+                "summary": "Read a task's state, progress and result; optionally wait for it to end",
                 "operationId": "getTask",
-                "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [
+                    task_id,
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                        "description": "Seconds to wait for the task to end (succeeded, dead-lettered or "
+                        "cancelled) before answering with its state as it is then.",
+                    },
+                ],
                 "responses": {
                     "200": {"description": "The task.", **_json("Task")},
                     "404": _error("No such task, or its record expired."),
+                    "422": _error("A malformed `wait`."),
                     "503": _UNAVAILABLE,
                 },
+            },
+            "delete": {
+                "summary": "Cancel a task",
+                "operationId": "cancelTask",
+                "description": "A queued, scheduled or retrying task is cancelled at once and never starts; "
+                "a running one is flagged and stops if its code checks the flag.",
+                "parameters": [task_id],
+                "responses": {
+                    "200": {"description": "Cancelled: it will not run.", **_json("Cancelled")},
+                    "202": {"description": "Running: asked to stop (cooperative).", **_json("Cancelled")},
+                    "404": _error("No such task, or its record expired."),
+                    "409": _error("The task has already ended."),
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/tasks": {
+            "get": {
+                "summary": "List tasks, newest first",
+                "operationId": "listTasks",
+                "parameters": [
+                    {"name": name, "in": "query", "required": False, "schema": schema, "description": schema.get("description", "")}
+                    for name, schema in _query_parameters().items()
+                ],
+                "responses": {
+                    "200": {"description": "One page of tasks.", **_json("TaskPage")},
+                    "422": _error("A malformed filter or cursor; `field` names it."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/periodic": {
+            "get": {
+                "summary": "The periodic tasks and their schedules",
+                "operationId": "listPeriodic",
+                "responses": {"200": {"description": "Periodic tasks.", **_json("Periodic")}},
             }
         },
         "/stats": {

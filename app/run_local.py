@@ -87,7 +87,8 @@ def main() -> int:
         "NATSQ_ENV": "development",
         "NATSQ_NATS_URL": "nats://127.0.0.1:4222",
         "NATSQ_VALKEY_URL": "redis://127.0.0.1:6379/0",
-        "PYTHONPATH": str(ROOT),
+        # examples/ too, so that NATSQ_TASK_MODULES=shop.tasks runs the example project.
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
     }
     stack = LocalStack()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))

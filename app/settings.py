@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     valkey_sentinel_password: SecretStr | None = None
     result_ttl_s: int = Field(86_400, ge=60)
 
+    # Tasks: modules that declare them with @task, and schedules from configuration
+    task_modules: str = Field("app.tasks", pattern=r"^\s*[\w.]+\s*(,\s*[\w.]+\s*)*$")
+    periodic_tasks: str | None = None
+
     # Gateway
     max_body_bytes: int = Field(1_048_576, ge=1_024)
     auth_enabled: bool | None = None
@@ -98,6 +102,10 @@ class Settings(BaseSettings):
     def auth(self) -> bool:
         """Whether JWT bearer authentication is required."""
         return self.auth_enabled if self.auth_enabled is not None else self.env != "development"
+
+    @property
+    def task_module_names(self) -> list[str]:
+        return [name.strip() for name in self.task_modules.split(",")]
 
     @property
     def valkey_sentinel_addresses(self) -> list[tuple[str, int]]:

@@ -1,8 +1,10 @@
 """The worker: run with the stock CLI, ``dramatiq app.worker --processes 2 --threads 8``.
 
-Importing this module builds the broker with Dramatiq's default middleware,
-its Prometheus exporter (port ``dramatiq_prom_port``, default 9191) and the
-task-state middleware, then declares one actor per task in ``app.tasks``.
+Importing this module imports the task modules (``NATSQ_TASK_MODULES``),
+builds the broker with Dramatiq's default middleware, its Prometheus exporter
+(port ``dramatiq_prom_port``, default 9191) and the task-state middleware,
+then declares one actor per task. Periodic schedules are declared in JetStream
+when a worker process boots.
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ import logging
 import time
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
+from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage, default_middleware
 from dramatiq.middleware.prometheus import Prometheus
+from pydantic import ValidationError
 from valkey.exceptions import ValkeyError
 
+from . import registry, task_context
 from .dispatch import build_broker
 from .heartbeats import Heartbeat
 from .history import HistoryRecorder, TaskHistory
 from .logs import configure_logging, current_task_id
+from .periodic import PeriodicSchedules
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
-from .tasks import TASKS, TaskSpec
 
 logger = logging.getLogger("natsq.worker")
 
@@ -41,25 +45,27 @@ class TaskState(Middleware):
     def __init__(self, store: TaskStore) -> None:
         self.store = store
 
-    def _record(self, update, *args) -> None:
+    def _record(self, update, *args):
+        """``update(*args)``, retried through a Valkey outage; None if it never went through."""
         deadline = time.monotonic() + VALKEY_OUTAGE_BUDGET_S
         backoff = 0.1
         while True:
             try:
-                update(*args)
-                return
+                return update(*args)
             except ValkeyError as e:
                 if not is_unavailable(e) or time.monotonic() + backoff > deadline:
                     logger.error("Could not record the task's state: %s", e, extra={"update": update.__name__})
-                    return
+                    return None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
     def before_process_message(self, broker, message):
         current_task_id.set(message.message_id)
         attempt = message.options.get("retries", 0) + 1
+        if self._record(self.store.start, message.message_id, message.actor_name, attempt) is False:
+            logger.info("Task cancelled before it started.", extra={"actor": message.actor_name})
+            raise SkipMessage("cancelled before it started")
         logger.info("Task started.", extra={"actor": message.actor_name, "queue": message.queue_name, "attempt": attempt})
-        self._record(self.store.mark_running, message.message_id, message.actor_name, attempt)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         try:
@@ -79,7 +85,11 @@ class TaskState(Middleware):
             current_task_id.set(None)
 
     def after_skip_message(self, broker, message):
-        self._record(self.store.mark_failed, message.message_id, "skipped: older than its max_age")
+        if self._record(self.store.cancel_requested, message.message_id):
+            self._record(self.store.mark_cancelled, message.message_id)
+            logger.info("Task cancelled.", extra={"actor": message.actor_name})
+        else:
+            self._record(self.store.mark_failed, message.message_id, "skipped: older than its max_age")
         current_task_id.set(None)
 
     def after_nack(self, broker, message):
@@ -87,9 +97,50 @@ class TaskState(Middleware):
         logger.warning("Task dead-lettered.", extra={"actor": message.actor_name, "task_id": message.message_id})
 
 
-def declare_actor(broker: dramatiq.Broker, spec: TaskSpec, settings: Settings) -> dramatiq.Actor:
+class TrustedOptions(Middleware):
+    """Drops message options the gateway never sets, before any middleware reads them.
+
+    Dramatiq lets a message override its actor's ``time_limit``,
+    ``max_retries``, ``on_success`` callbacks and more; a message forged on
+    NATS must not. Kept: what the Retries middleware writes on retry copies.
+    """
+
+    KEPT = frozenset({"retries", "traceback", "requeue_timestamp"})
+
+    def before_process_message(self, broker, message):
+        dropped = sorted(set(message.options) - self.KEPT)
+        for option in dropped:
+            del message.options[option]
+        if dropped:
+            logger.warning("Ignored message options.", extra={"actor": message.actor_name, "options": dropped})
+
+
+class InvalidPayload(Exception):
+    """A message whose payload breaks its task's model: it fails for good, never retried."""
+
+
+def task_function(spec: registry.TaskSpec):
+    """The actor's function: the payload checked against the task's model, then the task."""
+
+    def run(*args, **kwargs):
+        if args:
+            raise InvalidPayload(f"task {spec.name!r} takes its payload as keyword arguments, got {len(args)} positional")
+        try:
+            payload = spec.validate(kwargs)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "payload"
+            raise InvalidPayload(f"payload does not match {spec.payload.__name__}: {field}: {first['msg']}") from None
+        return spec.run(payload)
+
+    run.__name__ = run.__qualname__ = spec.name
+    run.__module__ = spec.fn.__module__
+    return run
+
+
+def declare_actor(broker: dramatiq.Broker, spec: registry.TaskSpec, settings: Settings) -> dramatiq.Actor:
     return dramatiq.actor(
-        spec.fn,
+        task_function(spec),
         actor_name=spec.name,
         queue_name=spec.queue,
         broker=broker,
@@ -97,19 +148,24 @@ def declare_actor(broker: dramatiq.Broker, spec: TaskSpec, settings: Settings) -
         time_limit=spec.time_limit_ms,
         min_backoff=settings.retry_min_backoff_ms,
         max_backoff=settings.retry_max_backoff_ms,
+        throws=(InvalidPayload,),
     )
 
 
 settings = Settings()
 configure_logging(settings.log_level)
+tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
 store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
+task_context.bind(store)
 broker = build_broker(
     settings,
-    # Dramatiq runs "after" hooks in reverse order: TaskState and the history
-    # come first so that they see the message after Retries has decided about it.
-    middleware=[TaskState(store), HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))]
+    # Dramatiq runs "before" hooks in order and "after" hooks in reverse:
+    # options are filtered before anything reads them, and TaskState and the
+    # history see the message after Retries has decided about it.
+    middleware=[TrustedOptions(), TaskState(store), HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))]
     + [m() for m in default_middleware]
-    + [Prometheus(), CurrentMessage(), Heartbeat(store.client, settings.namespace, settings.heartbeat_interval_s)],
+    + [Prometheus(), CurrentMessage(), PeriodicSchedules(tasks), Heartbeat(store.client, settings.namespace, settings.heartbeat_interval_s)],
+    queues=tasks.queues,
 )
 dramatiq.set_broker(broker)
-actors = {name: declare_actor(broker, spec, settings) for name, spec in TASKS.items()}
+actors = {name: declare_actor(broker, spec, settings) for name, spec in tasks.tasks.items()}

@@ -18,6 +18,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from nats.js.api import StorageType
 
+from . import repeating
 from ._loop import EventLoopThread
 from .connection import Connection, build_connect_options
 from .consumer import NatsConsumer, NatsMessage
@@ -262,6 +263,30 @@ class NatsBroker(Broker):
         headers["Nats-Schedule-Target"] = queue_subject
         return self.topology.schedule_subject(message.queue_name, publish_id), message.encode(), headers
 
+    def schedule_repeating(self, message: Message, schedule: str, *, name: str) -> bool:
+        """Have JetStream enqueue ``message`` on a schedule, for ever.
+
+        ``schedule`` is ``@every <duration>`` (``@every 10m``), ``@hourly``
+        and the like, or cron with six fields, seconds first. One schedule per
+        queue and ``name``: declaring it again replaces it, and does nothing
+        when unchanged, so every process may declare it at start-up; it fires
+        once per tick however many do. Each firing reaches the workers with a
+        message id of its own. Returns whether the schedule was (re)stored.
+
+        Raises:
+          QueueNotFound: If the queue hasn't been declared.
+          ConnectionClosed: If JetStream did not store it in time.
+        """
+        if message.queue_name not in self.queues:
+            raise QueueNotFound(message.queue_name)
+        return self._run(repeating.declare(self._connection, message, schedule, name, self.publish_timeout_s))
+
+    def unschedule_repeating(self, queue_name: str, name: str) -> None:
+        """Remove a repeating schedule (nothing happens if there is none)."""
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        self._run(repeating.remove(self._connection, queue_name, name))
+
     def flush(self, queue_name: str) -> None:
         """Drop every pending and scheduled message of a queue."""
         if queue_name not in self.queues:
@@ -339,6 +364,7 @@ class NatsBroker(Broker):
             pending=consumer.num_pending or 0,
             in_flight=consumer.num_ack_pending or 0,
             redelivered=consumer.num_redelivered or 0,
-            scheduled=sum((scheduled.state.subjects or {}).values()),
+            # Repeating schedules never run out: they are not work waiting to run.
+            scheduled=sum(n for subject, n in (scheduled.state.subjects or {}).items() if not repeating.is_repeating(subject)),
             dead_lettered=sum((dead.state.subjects or {}).values()),
         )

@@ -14,6 +14,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 from nats.aio.msg import Msg
 
+from . import repeating
 from .connection import Connection
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class NatsConsumer(Consumer):
             await self._dead_letter_quietly(msg, msg.data, f"delivered {deliveries} times without being acknowledged")
             return
         try:
-            message = Message.decode(msg.data)
+            message = repeating.one_firing(Message.decode(msg.data), msg)
         except DecodeError as e:
             await self._dead_letter_quietly(msg, msg.data, f"undecodable message: {e}")
             return

@@ -144,7 +144,8 @@ def test_openapi_describes_every_route_and_the_responses_served(stack):
     document = requests.get(f"{stack.gateway_url}/openapi.json", timeout=5).json()
     assert document["openapi"] == "3.1.0"
     public = {path for path in document["paths"] if not path.startswith("/admin/")}  # admin: tests/app/test_admin.py
-    assert public == {"/task", "/task/{task_id}", "/stats", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert public == {"/task", "/task/{task_id}", "/tasks", "/periodic", "/stats", "/healthz", "/readyz",
+                      "/metrics", "/openapi.json"}
 
     def check(response: requests.Response, path: str, method: str) -> None:
         spec = document["paths"][path][method]["responses"][str(response.status_code)]
@@ -154,6 +155,13 @@ def test_openapi_describes_every_route_and_the_responses_served(stack):
     check(accepted, "/task", "post")
     done = wait_for_state(stack.gateway_url, accepted.json()["task_id"], "succeeded")
     check(requests.get(f"{stack.gateway_url}/task/{done['task_id']}", timeout=5), "/task/{task_id}", "get")
+    check(requests.get(f"{stack.gateway_url}/task/{done['task_id']}?wait=1", timeout=5), "/task/{task_id}", "get")
+    check(requests.delete(f"{stack.gateway_url}/task/{done['task_id']}", timeout=5), "/task/{task_id}", "delete")
+    later = submit(stack.gateway_url, "wait", {"seconds": 0}, delay_ms=60_000).json()["task_id"]
+    check(requests.delete(f"{stack.gateway_url}/task/{later}", timeout=5), "/task/{task_id}", "delete")
+    check(requests.get(f"{stack.gateway_url}/tasks?limit=3", timeout=5), "/tasks", "get")
+    check(requests.get(f"{stack.gateway_url}/tasks?state=nope", timeout=5), "/tasks", "get")
+    check(requests.get(f"{stack.gateway_url}/periodic", timeout=5), "/periodic", "get")
     check(requests.get(f"{stack.gateway_url}/stats", timeout=5), "/stats", "get")
     check(requests.get(f"{stack.gateway_url}/readyz", timeout=5), "/readyz", "get")
     check(requests.get(f"{stack.gateway_url}/healthz", timeout=5), "/healthz", "get")

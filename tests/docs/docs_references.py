@@ -105,10 +105,10 @@ def mentioned_modules(doc: Doc) -> set[str]:
 
 
 def mentioned_endpoints(doc: Doc) -> set[tuple[str, str]]:
-    """(method, path) pairs; method None for gateway URLs in commands."""
+    """(method, path) pairs; method None for gateway URLs in commands (the bare base URL names no route)."""
     found = {(m.group(1), m.group(2)) for m in _METHOD_PATH.finditer(doc.text)}
     for code in doc.code:
-        found |= {(None, m.group(1) or "/") for m in _GATEWAY_URL.finditer(code)}
+        found |= {(None, m.group(1)) for m in _GATEWAY_URL.finditer(code) if m.group(1)}
     return found
 
 
