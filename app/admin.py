@@ -17,7 +17,7 @@ from broker import DeadLetter
 
 from .auth import require_scope
 from .errors import ApiError
-from .gateway import RETRY_AFTER_S, _is_uuid, services
+from .gateway import RETRY_AFTER_S, _is_uuid, public_view, services
 from .heartbeats import recent_workers
 from .history import TaskHistory
 from .rates import rates
@@ -170,7 +170,7 @@ def task(task_id: str) -> dict[str, Any]:
     if record is None:
         raise ApiError(404, "not_found", f"no task {task_id!r} (unknown, or its record expired)")
     return {
-        **{k: v for k, v in record.items() if not k.startswith("_")},
+        **public_view(record),
         **svc.store.replay_links(task_id),
         "history": _history(svc).read(task_id),
     }

@@ -9,21 +9,27 @@ origin is refused.
 
 from __future__ import annotations
 
+import re
 import time
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from pydantic import ValidationError
 
 from . import admin
 from .auth import verify_token
 from .errors import ApiError
-from .gateway import services
+from .gateway import _unprocessable, services
+from .store import STATES
+from .task_api import TaskQuery
 
 console = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 
 #: The cookie that holds the operator's token.
 COOKIE = "natsq_console"
 _OPEN_ENDPOINTS = {"console.login", "console.static"}
+_SEARCH_FIELDS = ("state", "actor", "created_after", "created_before", "cursor")
+_HAS_ZONE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 
 @console.before_request
@@ -166,10 +172,23 @@ def purge(queue_name: str):
 
 @console.get("/tasks")
 def find_task():
+    """Look a task up by id, or search them by state, actor and creation time (newest first)."""
     task_id = request.args.get("task_id", "").strip()
-    if not task_id:
-        return render_template("console/task.html", task=None)
-    return redirect(url_for("console.task", task_id=task_id))
+    if task_id:
+        return redirect(url_for("console.task", task_id=task_id))
+    filters = {name: value for name in _SEARCH_FIELDS if (value := request.args.get(name, "").strip())}
+    query = {**filters}
+    for name in ("created_after", "created_before"):
+        if name in query and not _HAS_ZONE.search(query[name]):
+            query[name] += "Z"  # the form's times are UTC
+    try:
+        tasks, next_cursor = services().store.list_tasks(**TaskQuery.model_validate(query).model_dump())
+    except ValidationError as e:
+        raise _unprocessable(e) from None
+    except ValueError as e:
+        raise ApiError(422, "invalid_request", str(e), field="cursor") from None
+    filters.pop("cursor", None)
+    return render_template("console/tasks.html", tasks=tasks, next_cursor=next_cursor, filters=filters, states=STATES)
 
 
 @console.get("/tasks/<task_id>")

@@ -77,7 +77,7 @@ class HistoryRecorder(Middleware):
         self._append(message.message_id, "failed" if message.failed else "retrying", error=error)
 
     def after_skip_message(self, broker, message):
-        self._append(message.message_id, "skipped", error="older than its max_age")
+        self._append(message.message_id, "skipped")  # cancelled before it started, or older than its max_age
 
     def after_nack(self, broker, message):
         self._append(message.message_id, "dead-lettered")

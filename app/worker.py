@@ -102,10 +102,11 @@ class TrustedOptions(Middleware):
 
     Dramatiq lets a message override its actor's ``time_limit``,
     ``max_retries``, ``on_success`` callbacks and more; a message forged on
-    NATS must not. Kept: what the Retries middleware writes on retry copies.
+    NATS must not. Kept: what the Retries middleware writes on retry copies,
+    and the dead task a replay names (``broker.dead_letters``).
     """
 
-    KEPT = frozenset({"retries", "traceback", "requeue_timestamp"})
+    KEPT = frozenset({"retries", "traceback", "requeue_timestamp", "replay_of"})
 
     def before_process_message(self, broker, message):
         dropped = sorted(set(message.options) - self.KEPT)

@@ -8,16 +8,12 @@ from tests.app.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.conftest import Stack
 
 
-#: Tokens made at import live for an hour: longer than any test session.
-TOKEN_LIFETIME_S = 3600
-
-
 def admin_headers(sub: str = "operator-1") -> dict[str, str]:
-    return token(SECRET, scope="admin", sub=sub, expires_in=TOKEN_LIFETIME_S)
+    return token(SECRET, scope="admin", sub=sub)
 
 
 def writer_headers() -> dict[str, str]:
-    return token(SECRET, scope="tasks:write", expires_in=TOKEN_LIFETIME_S)
+    return token(SECRET, scope="tasks:write")
 
 
 def start_admin_stack(tmp, nats_url: str, valkey_url: str, **env: str) -> Stack:

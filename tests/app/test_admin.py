@@ -90,6 +90,7 @@ def test_a_dead_letter_shows_what_failed_and_a_replay_runs_it_again_linked_both_
     again = requests.post(f"{admin_stack.gateway_url}/admin/queues/default/dead-letters/{summary['seq']}/replay",
                           headers=ADMIN, timeout=10)
     assert again.status_code == 404
+    assert "Ignored message options" not in admin_stack.services[1].output()  # the worker keeps replay_of
     [entry] = [e for e in logged(admin_stack, "Dead letter replayed.") if e["dead_task_id"] == task_id]
     assert entry["caller"] == "operator-1" and entry["replay_task_id"] == new_id
 

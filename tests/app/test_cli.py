@@ -7,12 +7,12 @@ import re
 import subprocess
 import sys
 
-from tests.app.conftest import TOKEN_LIFETIME_S, admin_headers, writer_headers
+from tests.app.conftest import admin_headers, writer_headers
 from tests.app.helpers import submit
 from tests.app.test_auth import SECRET, token
 from tests.conftest import ROOT, subprocess_env, wait_until
 
-OPERATOR = token(SECRET, scope="admin tasks:read", sub="cli-operator", expires_in=TOKEN_LIFETIME_S)["Authorization"].removeprefix("Bearer ")
+OPERATOR = token(SECRET, scope="admin tasks:read", sub="cli-operator")["Authorization"].removeprefix("Bearer ")
 WRITER = writer_headers()
 
 

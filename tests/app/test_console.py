@@ -140,7 +140,17 @@ def test_an_operator_finds_a_dead_letter_replays_it_and_sees_it_succeed(console_
     screenshot("task")
     assert admin_get(stack, "/admin/queues/default")["dead_lettered"] == 0
 
-    page.get_by_role("link", name="Workers").click()
+    navigation = page.get_by_role("navigation", name="Console")
+    navigation.get_by_role("link", name="Tasks").click()
+    page.get_by_label("State").select_option("succeeded")
+    page.get_by_label("Actor").fill("wait")
+    page.get_by_role("button", name="Search").click()
+    results = page.get_by_role("table")
+    assert results.get_by_role("link", name=new_id).is_visible()
+    assert results.get_by_role("link", name=task_id).count() == 0  # the dead one never succeeded
+    screenshot("tasks")
+
+    navigation.get_by_role("link", name="Workers").click()
     page.get_by_role("heading", name="Workers").wait_for()
     assert page.get_by_role("row").filter(has_text="alive").count() >= 1
     screenshot("workers")
