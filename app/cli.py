@@ -8,10 +8,12 @@
     natsq dlq purge default --yes
     natsq task show <task-id>
     natsq task wait <task-id> --timeout 60
+    natsq task list --state dead-lettered --actor flaky
     natsq task cancel <task-id>
 
 The gateway is ``--url`` or ``NATSQ_API_URL`` (default http://127.0.0.1:8000);
-the token (scope ``admin``, plus ``tasks:read`` for ``task wait``) comes from
+the token (scope ``admin``; ``tasks:read`` for ``task wait`` and ``task list``,
+``tasks:write`` for ``task cancel``) comes from
 ``NATSQ_API_TOKEN`` or ``--token-file``, never from the command line, where
 other users could read it. ``--json`` after a command prints the API's answer as it is.
 
@@ -22,15 +24,16 @@ usage; 3 the gateway cannot be reached.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from .client import LONG_POLL_S, Client, ClientError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: States after which a task changes no more.
@@ -43,41 +46,19 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-class Api:
-    """The gateway's HTTP API; every request of the CLI goes through ``call``."""
+class Api(Client):
+    """The gateway's client (``app.client``) with the admin routes."""
 
-    def __init__(self, url: str, token: str | None, timeout_s: float = 30) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout_s = timeout_s
-
-    def call(self, method: str, path: str, **params: Any) -> Any:
+    def admin(self, method: str, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        request = urllib.request.Request(f"{self.url}{path}{'?' + query if query else ''}", method=method)
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as e:
-            raise CliError(f"{_error_message(e)} (HTTP {e.code} from {method} {path})") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise CliError(f"cannot reach the gateway at {self.url}: {reason}", exit_code=3) from None
-
-
-def _error_message(error: urllib.error.HTTPError) -> str:
-    try:
-        return json.load(error)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return error.reason or "request failed"
+        return self._request(method, f"{path}{'?' + query if query else ''}")
 
 
 # -- commands ---------------------------------------------------------------------------------
 
 
 def queues(api: Api, args) -> tuple[Any, str]:
-    answer = api.call("GET", "/admin/queues")
+    answer = api.admin("GET", "/admin/queues")
     rates = answer["rates"]
 
     def per_s(value: float | None) -> str:
@@ -91,7 +72,7 @@ def queues(api: Api, args) -> tuple[Any, str]:
 
 
 def workers(api: Api, args) -> tuple[Any, str]:
-    answer = api.call("GET", "/admin/workers")
+    answer = api.admin("GET", "/admin/workers")
     rows = [{**w, "status": "alive" if w["alive"] else "gone", "queues": ",".join(w["queues"]),
              "current": ", ".join(f"{t['actor']} {t['task_id']}" for t in w["current_tasks"]) or "idle"}
             for w in answer["workers"]]
@@ -99,7 +80,7 @@ def workers(api: Api, args) -> tuple[Any, str]:
 
 
 def dlq_list(api: Api, args) -> tuple[Any, str]:
-    answer = api.call("GET", _dead_letters(args.queue), after=args.after, limit=args.limit)
+    answer = api.admin("GET", _dead_letters(args.queue), after=args.after, limit=args.limit)
     text = _table(answer["dead_letters"], ["seq", "task_id", "actor", "attempts", "dead_lettered_at", "reason"])
     if answer["next_after"] is not None:
         text += f"\n\nmore: natsq dlq list {args.queue} --after {answer['next_after']}"
@@ -107,7 +88,7 @@ def dlq_list(api: Api, args) -> tuple[Any, str]:
 
 
 def dlq_show(api: Api, args) -> tuple[Any, str]:
-    answer = api.call("GET", f"{_dead_letters(args.queue)}/{args.seq}")
+    answer = api.admin("GET", f"{_dead_letters(args.queue)}/{args.seq}")
     fields = ["seq", "queue", "task_id", "actor", "reason", "attempts", "deliveries", "dead_lettered_at"]
     text = "\n".join(f"{name + ':':<18}{answer[name]}" for name in fields)
     if "message" in answer:
@@ -123,53 +104,53 @@ def dlq_replay(api: Api, args) -> tuple[Any, str]:
     if args.all == (args.seq is not None):
         raise CliError("give either a dead letter's number or --all", exit_code=2)
     if args.all:
-        answer = api.call("POST", f"{_dead_letters(args.queue)}/replay")
+        answer = api.admin("POST", f"{_dead_letters(args.queue)}/replay")
         text = _table(answer["replayed"], ["seq", "task_id", "replayed_as"])
         for skipped in answer["skipped"]:
             text += f"\nskipped {skipped['seq']}: {skipped['reason']}"
         return answer, text + f"\n\n{len(answer['replayed'])} replayed, {answer['remaining']} dead letters remain"
-    answer = api.call("POST", f"{_dead_letters(args.queue)}/{args.seq}/replay")
+    answer = api.admin("POST", f"{_dead_letters(args.queue)}/{args.seq}/replay")
     return answer, f"dead letter {answer['seq']} (task {answer['task_id']}) replayed as task {answer['replayed_as']}"
 
 
 def dlq_delete(api: Api, args) -> tuple[Any, str]:
-    answer = api.call("DELETE", f"{_dead_letters(args.queue)}/{args.seq}")
+    answer = api.admin("DELETE", f"{_dead_letters(args.queue)}/{args.seq}")
     return answer, f"dead letter {answer['deleted']} deleted"
 
 
 def dlq_purge(api: Api, args) -> tuple[Any, str]:
     if not args.yes:
         raise CliError(f"purging deletes every dead letter of {args.queue!r} for good; add --yes to do it", exit_code=2)
-    answer = api.call("DELETE", _dead_letters(args.queue))
+    answer = api.admin("DELETE", _dead_letters(args.queue))
     return answer, f"{answer['purged']} dead letters of {args.queue!r} purged"
 
 
 def task_show(api: Api, args) -> tuple[Any, str]:
-    answer = api.call("GET", f"/admin/tasks/{urllib.parse.quote(args.task_id, safe='')}")
+    answer = api.admin("GET", f"/admin/tasks/{urllib.parse.quote(args.task_id, safe='')}")
     return answer, _task_text(answer)
 
 
 def task_wait(api: Api, args) -> tuple[Any, str]:
     deadline = time.monotonic() + args.timeout
-    path = f"/task/{urllib.parse.quote(args.task_id, safe='')}"
     while True:
-        answer = api.call("GET", path)
+        left = max(deadline - time.monotonic(), 0.0)
+        answer = api.get_task(args.task_id, wait=min(left, LONG_POLL_S))
         if answer["state"] in FINAL_STATES:
-            break
-        if time.monotonic() >= deadline:
+            return answer, _task_text(answer)
+        if left <= 0:
             raise CliError(f"task {args.task_id} is still {answer['state']} after {args.timeout:g} s")
-        time.sleep(min(args.interval, max(deadline - time.monotonic(), 0.01)))
-    return answer, _task_text(answer)
+
+
+def task_list(api: Api, args) -> tuple[Any, str]:
+    found = list(itertools.islice(api.tasks(state=args.state, actor=args.actor, created_after=args.since,
+                                            created_before=args.until, page_size=min(args.limit, 200)), args.limit))
+    return {"tasks": found}, _table(found, ["task_id", "actor", "state", "attempts", "created_at", "error"])
 
 
 def task_cancel(api: Api, args) -> tuple[Any, str]:
-    try:
-        answer = api.call("DELETE", f"/task/{urllib.parse.quote(args.task_id, safe='')}")
-    except CliError as e:
-        if "HTTP 405" in str(e):
-            raise CliError("this gateway cannot cancel tasks (it has no DELETE /task/<id>)") from None
-        raise
-    return answer, f"task {args.task_id}: {answer.get('state', 'cancel requested')}"
+    state = api.task(args.task_id).cancel()
+    outcome = "cancelled" if state == "cancelled" else "asked to stop (it is running)"
+    return {"task_id": args.task_id, "state": state}, f"task {args.task_id} {outcome}"
 
 
 def _dead_letters(queue: str) -> str:
@@ -245,8 +226,14 @@ def parser() -> argparse.ArgumentParser:
     wait = task.add_parser("wait", parents=[output], help="wait for a task to finish; exit 0 only if it succeeded")
     wait.add_argument("task_id")
     wait.add_argument("--timeout", type=float, default=300, help="seconds (default %(default)s)")
-    wait.add_argument("--interval", type=float, default=0.5, help="seconds between polls (default %(default)s)")
     wait.set_defaults(run=task_wait, must_succeed=True)
+    listing = task.add_parser("list", parents=[output], help="tasks, newest first, by state, actor and creation time")
+    listing.add_argument("--state", help="only tasks in this state")
+    listing.add_argument("--actor", help="only tasks of this actor")
+    listing.add_argument("--since", help="only tasks created at or after this ISO 8601 time (with a zone)")
+    listing.add_argument("--until", help="only tasks created before this ISO 8601 time (with a zone)")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
+    listing.set_defaults(run=task_list)
     return top
 
 
@@ -259,13 +246,21 @@ def _token(args) -> str | None:
     return os.environ.get("NATSQ_API_TOKEN") or None
 
 
+def _fail(message: str, exit_code: int) -> int:
+    print(f"natsq: error: {message}", file=sys.stderr)
+    return exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        answer, text = args.run(Api(args.url, _token(args)), args)
+        answer, text = args.run(Api(args.url, _token(args), timeout=30), args)
+    except ClientError as e:
+        return _fail(f"{e.message} (HTTP {e.status})", 1)
     except CliError as e:
-        print(f"natsq: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(str(e), e.exit_code)
+    except OSError as e:
+        return _fail(f"cannot reach the gateway at {args.url}: {getattr(e, 'reason', e)}", 3)
     print(json.dumps(answer, indent=2) if args.json else text)
     return 1 if getattr(args, "must_succeed", False) and answer["state"] != "succeeded" else 0
 

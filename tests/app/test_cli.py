@@ -12,7 +12,7 @@ from tests.app.helpers import submit
 from tests.app.test_auth import SECRET, token
 from tests.conftest import ROOT, subprocess_env, wait_until
 
-OPERATOR = token(SECRET, scope="admin tasks:read", sub="cli-operator")["Authorization"].removeprefix("Bearer ")
+OPERATOR = token(SECRET, scope="admin tasks:read tasks:write", sub="cli-operator")["Authorization"].removeprefix("Bearer ")
 WRITER = writer_headers()
 
 
@@ -108,7 +108,7 @@ def test_task_wait_returns_the_outcome_in_its_exit_code(admin_stack):
 def test_errors_are_one_clear_line_with_an_exit_code(admin_stack, tmp_path):
     unauthenticated = natsq(admin_stack, "queues", token_value=None)
     assert unauthenticated.returncode == 1
-    assert unauthenticated.stderr == "natsq: error: a bearer token is required (HTTP 401 from GET /admin/queues)\n"
+    assert unauthenticated.stderr == "natsq: error: a bearer token is required (HTTP 401)\n"
 
     reader = token(SECRET, scope="tasks:read")["Authorization"].removeprefix("Bearer ")
     assert "lacks the scope 'admin'" in natsq(admin_stack, "workers", token_value=reader).stderr
@@ -122,4 +122,18 @@ def test_errors_are_one_clear_line_with_an_exit_code(admin_stack, tmp_path):
     assert unreachable.returncode == 3 and "cannot reach the gateway" in unreachable.stderr
 
     unknown = natsq(admin_stack, "task", "cancel", "4b8a9cd6-1a7e-4a3e-9f3e-0b8d9c3f7a11")
-    assert unknown.returncode == 1 and unknown.stderr.startswith("natsq: error: ")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("natsq: error: no task ") and "(HTTP 404)" in unknown.stderr
+
+
+def test_tasks_are_listed_by_state_and_actor_and_a_queued_one_can_be_cancelled(admin_stack):
+    later = submit(admin_stack.gateway_url, "count_primes", {"limit": 10}, headers=WRITER, delay_ms=60_000).json()["task_id"]
+    listed = natsq(admin_stack, "task", "list", "--state", "queued", "--actor", "count_primes")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:6] == ["TASK_ID", "ACTOR", "STATE", "ATTEMPTS", "CREATED_AT", "ERROR"]
+    assert later in listed.stdout
+
+    cancelled = natsq(admin_stack, "task", "cancel", later)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == f"task {later} cancelled\n"
+    assert later not in natsq(admin_stack, "task", "list", "--state", "queued").stdout
+    assert [t["task_id"] for t in natsq_json(admin_stack, "task", "list", "--state", "cancelled")["tasks"]] == [later]
