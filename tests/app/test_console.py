@@ -169,6 +169,7 @@ def test_purge_asks_for_confirmation_and_empties_the_dead_letters(console_stack,
     page.get_by_role("link", name="Purge…").click()
     page.get_by_role("heading", name=re.compile(r"^Purge all 1 dead letters")).wait_for()
     screenshot("confirm-purge")
+    assert page.evaluate("document.activeElement.textContent") == "Cancel"  # a destructive action is never the default
     page.get_by_role("link", name="Cancel").click()
     assert page.get_by_role("row", name=re.compile(task_id)).is_visible()  # nothing purged
 
