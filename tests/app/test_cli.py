@@ -81,7 +81,12 @@ def test_replay_all_and_purge(admin_stack):
     assert first in replayed.stdout and " replayed, " in replayed.stdout
     assert first not in natsq(admin_stack, "dlq", "list", "default", "--limit", "500").stdout
 
-    second = dead_letter_a_task(admin_stack)
+    deleted, second = dead_letter_a_task(admin_stack), dead_letter_a_task(admin_stack)
+    letters = natsq_json(admin_stack, "dlq", "list", "default", "--limit", "500")["dead_letters"]
+    [seq] = [letter["seq"] for letter in letters if letter["task_id"] == deleted]
+    assert natsq(admin_stack, "dlq", "delete", "default", str(seq)).stdout == f"dead letter {seq} deleted\n"
+    assert deleted not in natsq(admin_stack, "dlq", "list", "default", "--limit", "500").stdout
+
     refused = natsq(admin_stack, "dlq", "purge", "default")
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert second in natsq(admin_stack, "dlq", "list", "default", "--limit", "500").stdout
