@@ -321,7 +321,8 @@ def openapi_paths() -> dict[str, Any]:
         "/admin/queues/{queue_name}": {"get": operation("One queue's counts", "adminQueue", [queue], ok("The queue."))},
         "/admin/workers": {"get": operation("Workers seen in the last hour", "adminWorkers", [], ok("The workers."))},
         "/admin/queues/{queue_name}/dead-letters": {
-            "get": operation("A page of a queue's dead letters", "adminDeadLetters", [queue, *page], ok("Dead letters, oldest first."), **bad),
+            "get": operation("A page of a queue's dead letters", "adminDeadLetters", [queue, *page],
+                             ok("Dead letters, oldest first."), **bad),
             "delete": operation("Purge a queue's dead letters", "adminPurgeDeadLetters", [queue], ok("How many were purged.")),
         },
         "/admin/queues/{queue_name}/dead-letters/{seq}": {

@@ -158,14 +158,15 @@ configure_logging(settings.log_level)
 tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
 store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
 task_context.bind(store)
+history = HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))
+heartbeat = Heartbeat(store.client, settings.namespace, settings.heartbeat_interval_s)
 broker = build_broker(
     settings,
     # Dramatiq runs "before" hooks in order and "after" hooks in reverse:
     # options are filtered before anything reads them, and TaskState and the
     # history see the message after Retries has decided about it.
-    middleware=[TrustedOptions(), TaskState(store), HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))]
-    + [m() for m in default_middleware]
-    + [Prometheus(), CurrentMessage(), PeriodicSchedules(tasks), Heartbeat(store.client, settings.namespace, settings.heartbeat_interval_s)],
+    middleware=[TrustedOptions(), TaskState(store), history] + [m() for m in default_middleware]
+    + [Prometheus(), CurrentMessage(), PeriodicSchedules(tasks), heartbeat],
     queues=tasks.queues,
 )
 dramatiq.set_broker(broker)

@@ -99,7 +99,8 @@ def test_delete_and_purge_remove_dead_letters_and_are_logged_with_the_caller(adm
     first, second = dead_letter_a_task(admin_stack), dead_letter_a_task(admin_stack)
     seq = find_dead_letter(admin_stack, first)["seq"]
     url = f"{admin_stack.gateway_url}/admin/queues/default/dead-letters"
-    assert requests.delete(f"{url}/{seq}", headers=admin_headers("operator-2"), timeout=10).json() == {"queue": "default", "deleted": seq}
+    deleted = requests.delete(f"{url}/{seq}", headers=admin_headers("operator-2"), timeout=10)
+    assert deleted.json() == {"queue": "default", "deleted": seq}
     assert requests.delete(f"{url}/{seq}", headers=ADMIN, timeout=10).status_code == 404
     assert find_dead_letter(admin_stack, second)
     second_seq = find_dead_letter(admin_stack, second)["seq"]
