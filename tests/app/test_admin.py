@@ -177,3 +177,14 @@ def test_openapi_documents_the_admin_routes(admin_stack):
     for path in admin_paths:
         for operation in document["paths"][path].values():
             assert operation["security"] == [{"bearer": ["admin"]}], path
+
+
+def test_with_authentication_off_the_console_and_admin_api_need_no_token(stack):
+    overview = requests.get(f"{stack.gateway_url}/ui/", timeout=10)
+    assert overview.status_code == 200 and "<h1>Overview</h1>" in overview.text
+    assert "Sign out" not in overview.text
+    assert requests.get(f"{stack.gateway_url}/ui/login", timeout=10).url.endswith("/ui/")
+    assert requests.get(f"{stack.gateway_url}/admin/workers", timeout=10).status_code == 200
+    forged = requests.post(f"{stack.gateway_url}/ui/queues/default/dead-letters/purge", timeout=10,
+                           headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403  # no token to steal, but still no cross-site forms

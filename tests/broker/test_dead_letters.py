@@ -110,3 +110,17 @@ def test_an_undecodable_dead_letter_is_listed_with_its_body_and_cannot_be_replay
     with pytest.raises(DecodeError):
         broker.dead_letters.replay(letter)
     assert broker.queue_stats("default").dead_lettered == 1
+
+
+def test_a_replay_retried_after_its_dead_letter_could_not_be_deleted_runs_once(broker, orders):
+    process, broken, done = orders
+    [letter] = dead_letter(broker, process, broken, "E-1")
+    broken.clear()
+    # A first replay whose answer was lost: its message was stored, the dead letter stayed.
+    broker.enqueue(letter.replacement())
+    new = broker.dead_letters.replay(letter)  # the operator tries again
+
+    wait_until(lambda: done, 10, message="the replay to run")
+    broker.join("default", timeout=5_000)
+    assert done == [("E-1", new.message_id)]  # JetStream dropped the second copy
+    assert broker.dead_letters.list("default") == []
