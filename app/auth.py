@@ -6,12 +6,12 @@ from functools import wraps
 from typing import Callable
 
 import jwt
-from flask import current_app, request
+from flask import current_app, g, request
 
 from .errors import ApiError
 from .settings import Settings
 
-SCOPES = ("tasks:write", "tasks:read", "stats:read")
+SCOPES = ("tasks:write", "tasks:read", "stats:read", "admin")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="natsq"'}
 
 
@@ -51,7 +51,7 @@ def require_scope(scope: str) -> Callable:
         def checked(*args, **kwargs):
             verifier: TokenVerifier | None = current_app.extensions["natsq"].verifier
             if verifier is not None:
-                _authorize(verifier, scope)
+                g.auth_claims = _authorize(verifier, scope)
             return view(*args, **kwargs)
 
         checked.required_scope = scope  # read by the OpenAPI document
@@ -60,16 +60,22 @@ def require_scope(scope: str) -> Callable:
     return decorator
 
 
-def _authorize(verifier: TokenVerifier, scope: str) -> None:
+def _authorize(verifier: TokenVerifier, scope: str) -> dict:
     header = request.headers.get("Authorization", "")
     kind, _, token = header.partition(" ")
     if kind.lower() != "bearer" or not token:
         raise ApiError(401, "unauthorized", "a bearer token is required", headers=_CHALLENGE)
+    return verify_token(verifier, token.strip(), scope)
+
+
+def verify_token(verifier: TokenVerifier, token: str, scope: str) -> dict:
+    """The token's claims if it is valid and grants ``scope``; else an ApiError (401 or 403)."""
     try:
-        claims = verifier.claims(token.strip())
+        claims = verifier.claims(token)
     except jwt.ExpiredSignatureError:
         raise ApiError(401, "unauthorized", "the token has expired", headers=_CHALLENGE) from None
     except (jwt.InvalidTokenError, jwt.PyJWKClientError) as e:
         raise ApiError(401, "unauthorized", f"invalid token: {e}", headers=_CHALLENGE) from None
     if scope not in token_scopes(claims):
         raise ApiError(403, "forbidden", f"the token lacks the scope {scope!r}")
+    return claims

@@ -331,6 +331,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(task_api)
+    from .admin import admin_api  # imports this module
+    from .console import console
+
+    app.register_blueprint(admin_api)
+    app.register_blueprint(console)
     _register_error_handlers(app)
     _register_metrics(app)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask
@@ -311,12 +312,15 @@ def build_document(app: Flask) -> dict[str, Any]:
             }
         },
     }
+    from .admin import openapi_paths
+
+    paths.update(openapi_paths())
     secured = app.extensions["natsq"].verifier is not None
     for rule in app.url_map.iter_rules():
         scope = getattr(app.view_functions[rule.endpoint], "required_scope", None)
         if scope is None:
             continue
-        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = paths[path][method.lower()]
             operation["description"] = f"Needs the scope `{scope}` when authentication is on."

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     publish_timeout_ms: int = Field(5_000, ge=100)
     retry_min_backoff_ms: int = Field(1_000, ge=10)
     retry_max_backoff_ms: int = Field(300_000, ge=10)
+    heartbeat_interval_s: float = Field(5.0, gt=0, le=300)
 
     # Valkey
     valkey_url: str = "redis://127.0.0.1:6379/0"

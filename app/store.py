@@ -370,3 +370,19 @@ class TaskStore:
 
     def mark_dead_lettered(self, task_id: str) -> None:
         self._update(task_id, state="dead-lettered")
+
+    # -- operators ----------------------------------------------------------
+
+    def link_replay(self, original_id: str | None, replay_id: str) -> None:
+        """Record that ``replay_id`` re-runs the dead-lettered ``original_id``, in both records."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._key(replay_id), "replay_of", original_id or "")
+        if original_id and self.client.exists(self._key(original_id)):  # never resurrect an expired record
+            pipe.hset(self._key(original_id), "replayed_as", replay_id)
+        pipe.execute()
+
+    def replay_links(self, task_id: str) -> dict[str, str | None]:
+        """``replay_of`` and ``replayed_as`` of a task (None where it has none)."""
+        replay_of, replayed_as = self.client.hmget(self._key(task_id), "replay_of", "replayed_as")
+        return {"replay_of": replay_of.decode() if replay_of else None,
+                "replayed_as": replayed_as.decode() if replayed_as else None}

@@ -19,6 +19,8 @@ from valkey.exceptions import ValkeyError
 
 from . import registry, task_context
 from .dispatch import build_broker
+from .heartbeats import Heartbeat
+from .history import HistoryRecorder, TaskHistory
 from .logs import configure_logging, current_task_id
 from .periodic import PeriodicSchedules
 from .settings import Settings
@@ -100,10 +102,11 @@ class TrustedOptions(Middleware):
 
     Dramatiq lets a message override its actor's ``time_limit``,
     ``max_retries``, ``on_success`` callbacks and more; a message forged on
-    NATS must not. Kept: what the Retries middleware writes on retry copies.
+    NATS must not. Kept: what the Retries middleware writes on retry copies,
+    and the dead task a replay names (``broker.dead_letters``).
     """
 
-    KEPT = frozenset({"retries", "traceback", "requeue_timestamp"})
+    KEPT = frozenset({"retries", "traceback", "requeue_timestamp", "replay_of"})
 
     def before_process_message(self, broker, message):
         dropped = sorted(set(message.options) - self.KEPT)
@@ -155,13 +158,15 @@ configure_logging(settings.log_level)
 tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
 store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
 task_context.bind(store)
+history = HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))
+heartbeat = Heartbeat(store.client, settings.namespace, settings.heartbeat_interval_s)
 broker = build_broker(
     settings,
     # Dramatiq runs "before" hooks in order and "after" hooks in reverse:
-    # options are filtered before anything reads them, and TaskState sees the
-    # message after Retries has decided about it.
-    middleware=[TrustedOptions(), TaskState(store)] + [m() for m in default_middleware]
-    + [WorkerMetrics(), CurrentMessage(), PeriodicSchedules(tasks)],
+    # options are filtered before anything reads them, and TaskState and the
+    # history see the message after Retries has decided about it.
+    middleware=[TrustedOptions(), TaskState(store), history] + [m() for m in default_middleware]
+    + [WorkerMetrics(), CurrentMessage(), PeriodicSchedules(tasks), heartbeat],
     queues=tasks.queues,
 )
 dramatiq.set_broker(broker)

@@ -7,11 +7,13 @@
 from .broker import DEFAULT_URL, NatsBroker, QueueStats
 from .connection import MIN_SERVER_VERSION, ServerTooOld
 from .consumer import DeadLettered, NatsMessage
+from .dead_letters import DeadLetter
 from .publisher import PublishRejected
 from .topology import encode_queue_name
 
 __all__ = [
     "DEFAULT_URL",
+    "DeadLetter",
     "DeadLettered",
     "MIN_SERVER_VERSION",
     "NatsBroker",

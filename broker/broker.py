@@ -23,6 +23,7 @@ from . import followups, repeating
 from ._loop import EventLoopThread
 from .connection import Connection, build_connect_options
 from .consumer import NatsConsumer, NatsMessage
+from .dead_letters import DeadLetters
 from .topology import Topology, encode_queue_name
 
 #: Default server list, like RedisBroker's default URL.
@@ -356,6 +357,11 @@ class NatsBroker(Broker):
             time.sleep(0.02)
 
     # -- operators ----------------------------------------------------------
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """List, inspect, replay, delete and purge the dead letters of each queue."""
+        return DeadLetters(self)
 
     def queue_stats(self, queue_name: str) -> QueueStats:
         """Counts of one declared queue."""

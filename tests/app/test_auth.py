@@ -20,7 +20,8 @@ ISSUER = "https://issuer.test"
 AUDIENCE = "natsq"
 
 
-def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=60, headers=None, **claims):
+def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=3600, headers=None, **claims):
+    # Parametrized tokens are made at collection: they must outlive the whole session.
     payload = {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + expires_in, "sub": "tester", **claims}
     if scope is not None:
         payload["scope"] = scope
