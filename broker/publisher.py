@@ -8,6 +8,8 @@ import concurrent.futures
 import functools
 import itertools
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from nats.aio.msg import Msg
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+logger = logging.getLogger(__name__)
 
 #: Seconds one attempt waits for its PubAck before it is retried.
 ATTEMPT_TIMEOUT_S = 2.0
@@ -52,19 +56,45 @@ class _Publish:
     result: concurrent.futures.Future
 
 
+class _ReplyDispatch:
+    """Hands every message of a subscription to ``handler`` from nats-py's reader itself.
+
+    nats-py's ``subscribe(future=...)`` resolves the future inside its read loop, with no
+    queue and no task in between; a subscription with ``cb`` instead queues each message for a
+    task of its own, two more event-loop iterations per PubAck. This object stands in for that
+    future and never completes, so every reply on the wildcard inbox reaches ``handler`` at once.
+    ``handler`` runs inside the reader: it must not block, and its errors are logged here, as an
+    exception would otherwise end the connection's read loop.
+    """
+
+    def __init__(self, handler: Callable[[Msg], None]) -> None:
+        self._handler = handler
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, msg: Msg) -> None:
+        try:
+            self._handler(msg)
+        except Exception:
+            logger.exception("Could not handle a PubAck.")
+
+
 class Publisher:
     """Publishes over the process's connection; one wildcard inbox receives every PubAck.
 
     nats-py's ``js.publish`` costs a task and a timer task per message; here
-    a first attempt costs a future and a timer handle, and publishes from
-    other threads reach the loop in batches, one wake-up for all of them.
+    a first attempt costs a timer handle, publishes from other threads reach the
+    loop in batches (one wake-up for all of them), and the PubAck settles the
+    caller's future straight from the connection's reader.
     """
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._reply_prefix: str | None = None
         self._tokens = itertools.count()
-        self._waiting: dict[str, asyncio.Future[bytes | None]] = {}
+        #: Reply token -> what to call with the reply's body (None: no responders, or timed out).
+        self._waiting: dict[str, Callable[[bytes | None], None]] = {}
         self._outbox: collections.deque[_Publish] = collections.deque()
         self._outbox_scheduled = False
         self._in_flight = 0
@@ -114,23 +144,23 @@ class Publisher:
             return
         for item in batch:
             deadline = loop.time() + item.timeout
+            attempt = _FirstAttempt(self, item, deadline)
             try:
-                token, waiting = await self._send(item.subject, item.payload, item.headers)
+                attempt.token = await self._send(item.subject, item.payload, item.headers, attempt.settle)
             except Exception:
                 self._attempt_done()
                 self._retry(item, deadline)
                 continue
-            timer = loop.call_later(min(item.timeout, ATTEMPT_TIMEOUT_S), waiting.cancel)
-            waiting.add_done_callback(functools.partial(self._on_first_attempt, item, token, timer, deadline))
+            attempt.timer = loop.call_later(min(item.timeout, ATTEMPT_TIMEOUT_S), attempt.settle, None)
 
-    def _on_first_attempt(self, item: _Publish, token: str, timer: asyncio.TimerHandle, deadline: float, waiting: asyncio.Future) -> None:
-        timer.cancel()
-        self._waiting.pop(token, None)
+    def _first_attempt_settled(self, attempt: "_FirstAttempt", response: bytes | None) -> None:
+        self._waiting.pop(attempt.token, None)
         self._attempt_done()
+        item = attempt.item
         try:
-            item.result.set_result(_pub_ack(None if waiting.cancelled() else waiting.result()))
+            item.result.set_result(_pub_ack(response))
         except _RETRYABLE:
-            self._retry(item, deadline)
+            self._retry(item, attempt.deadline)
         except nats.errors.Error as e:
             item.result.set_exception(ConnectionClosed(e))
 
@@ -155,7 +185,8 @@ class Publisher:
         while True:
             try:
                 await self._ready()
-                token, waiting = await self._send(subject, payload, headers)
+                waiting: asyncio.Future[bytes | None] = loop.create_future()
+                token = await self._send(subject, payload, headers, functools.partial(_settle_once, waiting))
                 try:
                     async with asyncio.timeout(max(min(deadline - loop.time(), ATTEMPT_TIMEOUT_S), 0.01)):
                         response = await waiting
@@ -178,25 +209,51 @@ class Publisher:
         await self._connection.open()
         if self._reply_prefix is None:
             self._reply_prefix = self._connection.nc.new_inbox() + "."
-            await self._connection.nc.subscribe(self._reply_prefix + "*", cb=self._on_reply)
+            await self._connection.nc.subscribe(self._reply_prefix + "*", future=_ReplyDispatch(self._on_reply))
 
-    async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> tuple[str, asyncio.Future]:
+    async def _send(self, subject: str, payload: bytes, headers: dict[str, str],
+                    on_reply: Callable[[bytes | None], None]) -> str:
+        """Publish with a reply token; ``on_reply`` gets the reply's body. Returns the token."""
         token = str(next(self._tokens))
-        waiting = asyncio.get_running_loop().create_future()
-        self._waiting[token] = waiting
+        self._waiting[token] = on_reply
         try:
             await self._connection.nc.publish(subject, payload, reply=self._reply_prefix + token, headers=headers)
         except Exception:
             self._waiting.pop(token, None)
             raise
-        return token, waiting
+        return token
 
-    async def _on_reply(self, msg: Msg) -> None:
-        waiting = self._waiting.get(msg.subject[len(self._reply_prefix or "") :])
-        if waiting is None or waiting.done():
+    def _on_reply(self, msg: Msg) -> None:
+        on_reply = self._waiting.pop(msg.subject[len(self._reply_prefix or "") :], None)
+        if on_reply is None:  # settled already (timed out)
             return
         no_responders = msg.headers and msg.headers.get("Status") == "503"
-        waiting.set_result(None if no_responders else msg.data)
+        on_reply(None if no_responders else msg.data)
+
+
+class _FirstAttempt:
+    """A first attempt in flight: settled once, by its PubAck or by its timer."""
+
+    __slots__ = ("publisher", "item", "deadline", "token", "timer", "settled")
+
+    def __init__(self, publisher: Publisher, item: _Publish, deadline: float) -> None:
+        self.publisher, self.item, self.deadline = publisher, item, deadline
+        self.token = ""
+        self.timer: asyncio.TimerHandle | None = None
+        self.settled = False
+
+    def settle(self, response: bytes | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.publisher._first_attempt_settled(self, response)
+
+
+def _settle_once(waiting: asyncio.Future, response: bytes | None) -> None:
+    if not waiting.done():
+        waiting.set_result(response)
 
 
 def _pub_ack(response: bytes | None) -> dict[str, Any]:
