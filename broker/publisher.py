@@ -8,6 +8,8 @@ import concurrent.futures
 import functools
 import itertools
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from nats.aio.msg import Msg
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+logger = logging.getLogger(__name__)
 
 #: Seconds one attempt waits for its PubAck before it is retried.
 ATTEMPT_TIMEOUT_S = 2.0
@@ -66,19 +70,45 @@ class _Publish:
     result: concurrent.futures.Future
 
 
+class _ReplyDispatch:
+    """Hands every message of a subscription to ``handler`` from nats-py's reader itself.
+
+    nats-py's ``subscribe(future=...)`` resolves the future inside its read loop, with no
+    queue and no task in between; a subscription with ``cb`` instead queues each message for a
+    task of its own, two more event-loop iterations per PubAck. This object stands in for that
+    future and never completes, so every reply on the wildcard inbox reaches ``handler`` at once.
+    ``handler`` runs inside the reader: it must not block, and its errors are logged here, as an
+    exception would otherwise end the connection's read loop.
+    """
+
+    def __init__(self, handler: Callable[[Msg], None]) -> None:
+        self._handler = handler
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, msg: Msg) -> None:
+        try:
+            self._handler(msg)
+        except Exception:
+            logger.exception("Could not handle a PubAck.")
+
+
 class Publisher:
     """Publishes over the process's connection; one wildcard inbox receives every PubAck.
 
     nats-py's ``js.publish`` costs a task and a timer task per message; here
-    a first attempt costs a future and a timer handle, and publishes from
-    other threads reach the loop in batches, one wake-up for all of them.
+    a first attempt costs a timer handle, publishes from other threads reach the
+    loop in batches (one wake-up for all of them), and the PubAck settles the
+    caller's future straight from the connection's reader.
     """
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._reply_prefix: str | None = None
         self._tokens = itertools.count()
-        self._waiting: dict[str, asyncio.Future[bytes | None]] = {}
+        #: Reply token -> what to call with the reply (None: timed out).
+        self._waiting: dict[str, Callable[[Msg | None], None]] = {}
         self._outbox: collections.deque[_Publish] = collections.deque()
         self._outbox_scheduled = False
         self._in_flight = 0
@@ -128,8 +158,9 @@ class Publisher:
             return
         for item in batch:
             deadline = loop.time() + item.timeout
+            attempt = _FirstAttempt(self, item, deadline)
             try:
-                token, waiting = await self._send(item.subject, item.payload, item.headers)
+                attempt.token = await self._send(item.subject, item.payload, item.headers, attempt.settle)
             except PublishRejected as e:
                 self._attempt_done()
                 item.result.set_exception(e)
@@ -138,19 +169,18 @@ class Publisher:
                 self._attempt_done()
                 self._retry(item, deadline)
                 continue
-            timer = loop.call_later(min(item.timeout, ATTEMPT_TIMEOUT_S), waiting.cancel)
-            waiting.add_done_callback(functools.partial(self._on_first_attempt, item, token, timer, deadline))
+            attempt.timer = loop.call_later(min(item.timeout, ATTEMPT_TIMEOUT_S), attempt.settle, None)
 
-    def _on_first_attempt(self, item: _Publish, token: str, timer: asyncio.TimerHandle, deadline: float, waiting: asyncio.Future) -> None:
-        timer.cancel()
-        self._waiting.pop(token, None)
-        if waiting.cancelled():
-            self._withdraw(token)
+    def _first_attempt_settled(self, attempt: _FirstAttempt, reply: Msg | None) -> None:
+        self._waiting.pop(attempt.token, None)
+        if reply is None:  # timed out
+            self._withdraw(attempt.token)
         self._attempt_done()
+        item = attempt.item
         try:
-            item.result.set_result(_pub_ack(None if waiting.cancelled() else waiting.result()))
+            item.result.set_result(_pub_ack(reply))
         except _RETRYABLE:
-            self._retry(item, deadline)
+            self._retry(item, attempt.deadline)
         except PublishRejected as e:
             item.result.set_exception(e)
         except nats.errors.Error as e:
@@ -178,7 +208,8 @@ class Publisher:
         while True:
             try:
                 await self._ready()
-                token, waiting = await self._send(subject, payload, headers)
+                waiting: asyncio.Future[Msg | None] = loop.create_future()
+                token = await self._send(subject, payload, headers, functools.partial(_settle_once, waiting))
                 try:
                     async with asyncio.timeout(max(min(deadline - loop.time(), ATTEMPT_TIMEOUT_S), 0.01)):
                         response = await waiting
@@ -213,9 +244,11 @@ class Publisher:
         await self._connection.open()
         if self._reply_prefix is None:
             self._reply_prefix = self._connection.nc.new_inbox() + "."
-            await self._connection.nc.subscribe(self._reply_prefix + "*", cb=self._on_reply)
+            await self._connection.nc.subscribe(self._reply_prefix + "*", future=_ReplyDispatch(self._on_reply))
 
-    async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> tuple[str, asyncio.Future]:
+    async def _send(self, subject: str, payload: bytes, headers: dict[str, str],
+                    on_reply: Callable[[Msg | None], None]) -> str:
+        """Publish with a reply token; ``on_reply`` gets the reply. Returns the token."""
         nc = self._connection.nc
         if not nc.is_connected:
             # nats-py would buffer it and send it after the reconnect, maybe
@@ -228,14 +261,13 @@ class Publisher:
         if size > nc.max_payload:
             raise PublishRejected(f"message of {size} bytes exceeds the server's max_payload of {nc.max_payload} bytes")
         token = str(next(self._tokens))
-        waiting = asyncio.get_running_loop().create_future()
-        self._waiting[token] = waiting
+        self._waiting[token] = on_reply
         try:
             await nc.publish(subject, payload, reply=self._reply_prefix + token, headers=headers)
         except Exception:
             self._waiting.pop(token, None)
             raise
-        return token, waiting
+        return token
 
     def _withdraw(self, token: str) -> None:
         """Take an unanswered attempt out of nats-py's reconnect buffer, if it is still there.
@@ -257,21 +289,44 @@ class Publisher:
                 pending.remove(command)
                 nc._pending_data_size -= len(command)
 
-    async def _on_reply(self, msg: Msg) -> None:
-        waiting = self._waiting.get(msg.subject[len(self._reply_prefix or "") :])
-        if waiting is None or waiting.done():
+    def _on_reply(self, msg: Msg) -> None:
+        on_reply = self._waiting.pop(msg.subject[len(self._reply_prefix or "") :], None)
+        if on_reply is not None:  # else settled already (timed out)
+            on_reply(msg)
+
+
+class _FirstAttempt:
+    """A first attempt in flight: settled once, by its PubAck or by its timer."""
+
+    __slots__ = ("publisher", "item", "deadline", "token", "timer", "settled")
+
+    def __init__(self, publisher: Publisher, item: _Publish, deadline: float) -> None:
+        self.publisher, self.item, self.deadline = publisher, item, deadline
+        self.token = ""
+        self.timer: asyncio.TimerHandle | None = None
+        self.settled = False
+
+    def settle(self, reply: Msg | None) -> None:
+        if self.settled:
             return
-        if msg.headers and msg.headers.get("Status") == "503":
-            waiting.set_exception(nats.errors.NoRespondersError())
-        else:
-            waiting.set_result(msg.data)
+        self.settled = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.publisher._first_attempt_settled(self, reply)
 
 
-def _pub_ack(response: bytes | None) -> dict[str, Any]:
+def _settle_once(waiting: asyncio.Future, reply: Msg | None) -> None:
+    if not waiting.done():
+        waiting.set_result(reply)
+
+
+def _pub_ack(reply: Msg | None) -> dict[str, Any]:
     """The PubAck in a reply, or the error it stands for."""
-    if response is None:  # timed out
+    if reply is None:  # timed out
         raise nats.js.errors.NoStreamResponseError
-    ack = json.loads(response)
+    if reply.headers and reply.headers.get("Status") == "503":  # no stream listens on the subject
+        raise nats.errors.NoRespondersError
+    ack = json.loads(reply.data)
     error = ack.get("error")
     if error:
         if error.get("err_code") in _REJECTED_ERR_CODES:
