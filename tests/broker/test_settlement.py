@@ -6,8 +6,10 @@ Real nats-server, Dramatiq's own worker in-process.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
+from pathlib import Path
 
 import dramatiq
 import pytest
@@ -15,7 +17,7 @@ from dramatiq.middleware import Middleware
 
 from broker import consumer as consumer_module
 from tests.broker.test_delivery import dead_letters
-from tests.conftest import wait_until
+from tests.conftest import ROOT, NatsServer, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -292,33 +294,47 @@ def test_follow_ups_are_only_those_of_middleware_not_the_actors_own_enqueues(mak
 
 
 
-def test_a_worker_stopping_while_a_retry_copy_is_unpublished_hands_it_back_with_the_backoff(make_broker, caplog):
-    broker = make_broker(ack_wait_ms=10_000, publish_timeout_ms=1_000)
+def write_config_denying(path: Path, denied_subject: str | None) -> None:
+    """The project's config with one user, who may not publish to ``denied_subject``."""
+    deny = f', permissions: {{ publish: {{ deny: ["{denied_subject}"] }} }}' if denied_subject else ""
+    base = (ROOT / "broker" / "nats-server.conf").read_text()
+    path.write_text(base + f'\nauthorization {{ users = [ {{ user: natsq, password: natsq{deny} }} ] }}\n')
+
+
+def test_a_worker_stopping_while_a_retry_copy_is_unpublished_hands_it_back_with_the_backoff(tmp_path, make_broker, caplog):
+    # The retry copy is a delayed message: while the server denies publishing
+    # schedules it gets no PubAck (a permissions violation is not a reply, and
+    # no redeclaring of streams can undo it), as in an outage of that path.
+    config = tmp_path / "nats.conf"
+    server = NatsServer(tmp_path, config)
+    broker = make_broker(url=server.url, user="natsq", password="natsq", ack_wait_ms=10_000, publish_timeout_ms=1_000)
+    write_config_denying(config, broker.topology.schedule_filter("default"))
+    server.start()
     dramatiq.set_broker(broker)
     attempts: list[float] = []
-    stream = broker.topology.task_stream
-    subjects = broker.topology.task_stream_config().subjects
 
     @dramatiq.actor(max_retries=3)
     def flaky():
         attempts.append(time.monotonic())
         if len(attempts) == 1:
-            # No stream takes delayed messages any more: the retry copy gets no responders.
-            update_stream(broker, stream, subjects=[s for s in subjects if ".schedule." not in s])
             raise dramatiq.Retry(delay=3_000)
 
     broker.declare_queue("default")
-    flaky.send()
-    worker = start_worker(broker)
-    wait_for_failed_follow_up(caplog)
-    stopping = time.monotonic()
-    worker.stop(timeout=5_000)  # the copy is still unpublished: handed back, with the retry's backoff
-    update_stream(broker, stream, subjects=subjects)
-    worker = start_worker(broker)
     try:
-        wait_until(lambda: len(attempts) == 2, 15, message="the second attempt")
-        assert attempts[1] - stopping >= 3.0
-        broker.join("default", timeout=5_000)
-        assert len(attempts) == 2
+        flaky.send()
+        worker = start_worker(broker)
+        wait_for_failed_follow_up(caplog)
+        stopping = time.monotonic()
+        worker.stop(timeout=5_000)  # the copy is still unpublished: handed back, with the retry's backoff
+        write_config_denying(config, None)
+        server.process.send_signal(signal.SIGHUP)
+        worker = start_worker(broker)
+        try:
+            wait_until(lambda: len(attempts) == 2, 15, message="the second attempt")
+            assert attempts[1] - stopping >= 3.0
+            broker.join("default", timeout=5_000)
+            assert len(attempts) == 2
+        finally:
+            worker.stop(timeout=5_000)
     finally:
-        worker.stop(timeout=5_000)
+        server.kill()
