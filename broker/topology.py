@@ -13,6 +13,7 @@ One namespace (default ``natsq``) owns:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+
+#: Seconds within which JetStream drops a publish whose Nats-Msg-Id it has
+#: stored already. A retried publish of one enqueue (after a timeout or a
+#: reconnect) reuses its id, so the window must outlast the longest retry of
+#: a publish; two minutes (JetStream's default) is set explicitly so that the
+#: streams the broker creates do not depend on a server default.
+DUPLICATE_WINDOW_S = 120.0
 
 _NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -87,6 +95,10 @@ class Topology:
             # limits of its own, so a full server store rejects publishes
             # (back-pressure) instead of dropping queued work.
             allow_msg_schedules=True,
+            # Direct gets count the scheduled messages of a queue in one
+            # request (see NatsBroker.queue_stats).
+            allow_direct=True,
+            duplicate_window=DUPLICATE_WINDOW_S,
         )
 
     def dead_letter_stream_config(self) -> StreamConfig:
@@ -97,6 +109,7 @@ class Topology:
             storage=self.storage,
             num_replicas=self.replicas,
             max_age=self.dead_letter_ttl_ms / 1000,
+            duplicate_window=DUPLICATE_WINDOW_S,
         )
 
     def consumer_config(self, queue_name: str) -> ConsumerConfig:
@@ -113,3 +126,19 @@ class Topology:
             max_ack_pending=-1,
             max_waiting=4096,
         )
+
+
+def missing_requirements(existing: StreamConfig, wanted: StreamConfig) -> StreamConfig | None:
+    """``existing`` plus what the broker cannot work without, or None if it has it all.
+
+    Only subjects and feature flags are added; limits, the duplicate window,
+    replicas and the like stay as an operator set them.
+    """
+    changes: dict = {}
+    subjects = list(existing.subjects or [])
+    if any(subject not in subjects for subject in wanted.subjects or []):
+        changes["subjects"] = subjects + [s for s in wanted.subjects or [] if s not in subjects]
+    for flag in ("allow_msg_schedules", "allow_direct"):
+        if getattr(wanted, flag) and not getattr(existing, flag):
+            changes[flag] = True
+    return dataclasses.replace(existing, **changes) if changes else None
