@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import queue
+import time
 from collections.abc import Iterable
 
 from dramatiq.broker import Consumer, MessageProxy
@@ -15,6 +16,7 @@ from dramatiq.message import Message
 from nats.aio.msg import Msg
 
 from .connection import Connection
+from .topology import DUE_HEADER, SCHEDULE_LEAD_MS
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class NatsConsumer(Consumer):
         self._max_deliveries = max_deliveries
         self._operation_timeout_s = operation_timeout_s
         self._ready: queue.SimpleQueue[NatsMessage] = queue.SimpleQueue()
+        self._not_due: dict[str, tuple[asyncio.TimerHandle, NatsMessage]] = {}
         self._held = 0  # delivered to this consumer and not yet settled
         self._requested = 0  # asked for in pull requests and not yet delivered
         self._pull_timer: asyncio.TimerHandle | None = None
@@ -148,7 +151,18 @@ class NatsConsumer(Consumer):
         except DecodeError as e:
             await self._dead_letter_quietly(msg, msg.data, f"undecodable message: {e}")
             return
+        wait = _seconds_until_due(msg)
+        if wait > 0:  # a delayed message that fired early (SCHEDULE_LEAD_MS): held, and leased, until due
+            self._not_due[msg.reply] = (
+                asyncio.get_running_loop().call_later(wait, self._release_due, msg.reply),
+                NatsMessage(message, msg),
+            )
+            return
         self._ready.put(NatsMessage(message, msg))
+
+    def _release_due(self, reply: str) -> None:
+        _, message = self._not_due.pop(reply)
+        self._ready.put(message)
 
     def _on_status(self, status: str, msg: Msg) -> None:
         if status == "100":  # idle heartbeat / flow control
@@ -246,6 +260,10 @@ class NatsConsumer(Consumer):
             except Exception:
                 logger.debug("Unsubscribe failed.", exc_info=True)
         # Hand back what no worker has started, so other workers get it now.
+        for timer, message in self._not_due.values():
+            timer.cancel()
+            self._hand_back(message._delivery)
+        self._not_due.clear()
         while True:
             try:
                 self._hand_back(self._ready.get_nowait()._delivery)
@@ -286,3 +304,13 @@ class NatsConsumer(Consumer):
             self._run(self._close())
         except Exception:
             logger.warning("Could not close the consumer of queue %r cleanly.", self._queue_name, exc_info=True)
+
+
+def _seconds_until_due(delivery: Msg) -> float:
+    """How long a delivery must wait before it runs (0 if it is due)."""
+    due = delivery.headers.get(DUE_HEADER) if delivery.headers else None
+    if due is None or not due.isdigit():
+        return 0.0
+    # Capped: a consumer whose clock is far behind the producer's must not
+    # park a message for long; it fired SCHEDULE_LEAD_MS early at most.
+    return min(int(due) / 1000 - time.time(), SCHEDULE_LEAD_MS / 1000)

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import BrokerError, ConnectionClosed
 from nats.aio.msg import Msg
+
+from .errors import PublishRejected
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -109,7 +111,7 @@ class Publisher:
             await self._ready()
         except Exception as e:
             for item in batch:
-                item.result.set_exception(e)
+                item.result.set_exception(broker_error(e))
                 self._attempt_done()
             return
         for item in batch:
@@ -132,7 +134,7 @@ class Publisher:
         except _RETRYABLE:
             self._retry(item, deadline)
         except nats.errors.Error as e:
-            item.result.set_exception(ConnectionClosed(e))
+            item.result.set_exception(broker_error(e))
 
     def _retry(self, item: _Publish, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -172,7 +174,7 @@ class Publisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             except nats.errors.Error as e:
-                raise ConnectionClosed(e) from None
+                raise broker_error(e) from None
 
     async def _ready(self) -> None:
         await self._connection.open()
@@ -197,6 +199,15 @@ class Publisher:
             return
         no_responders = msg.headers and msg.headers.get("Status") == "503"
         waiting.set_result(None if no_responders else msg.data)
+
+
+def broker_error(error: Exception) -> BrokerError:
+    """The Dramatiq error a failed publish raises: permanent rejections apart from the rest."""
+    if isinstance(error, BrokerError):
+        return error
+    if isinstance(error, (nats.js.errors.APIError, nats.errors.MaxPayloadError)):
+        return PublishRejected(f"JetStream rejected the message: {error}")
+    return ConnectionClosed(error)
 
 
 def _pub_ack(response: bytes | None) -> dict[str, Any]:

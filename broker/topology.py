@@ -33,6 +33,16 @@ from nats.js.api import (
 #: streams the broker creates do not depend on a server default.
 DUPLICATE_WINDOW_S = 120.0
 
+#: Header with the time (ms since the epoch) a delayed message is due; the
+#: consumer holds a message that arrives before it until then.
+DUE_HEADER = "Natsq-Due"
+
+#: How much earlier than due a schedule fires. nats-server's scheduler wakes
+#: up at most every 250 ms (scheduler.go, resetTimer), so a schedule fires up
+#: to 250 ms late; firing this much earlier and holding the message in the
+#: consumer until due makes delays punctual (docs/performance.md).
+SCHEDULE_LEAD_MS = 400
+
 _NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
