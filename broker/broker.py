@@ -17,8 +17,8 @@ from dramatiq.common import current_millis
 from dramatiq.errors import BrokerError, ConnectionClosed, QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
-import nats.js.errors
 from nats.js.api import ConsumerInfo, StorageType
+from nats.js.errors import NotFoundError
 
 from ._loop import EventLoopThread
 from .connection import Connection, build_connect_options
@@ -387,7 +387,7 @@ class NatsBroker(Broker):
             return await self._connection.js.consumer_info(
                 self.topology.task_stream, self.topology.consumer_name(queue_name)
             )
-        except nats.js.errors.NotFoundError:
+        except NotFoundError:
             return None
 
     async def _count_scheduled(self, queue_name: str) -> int:
