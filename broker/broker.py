@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import math
 import os
 import socket
 import time
@@ -287,7 +288,7 @@ class NatsBroker(Broker):
         queue_subject = self.topology.queue_subject(message.queue_name)
         if not delay:
             return queue_subject, message.encode(), headers
-        due_ms = current_millis() + delay
+        due_ms = math.ceil(time.time() * 1000) + delay  # rounded up: never due before the delay is over
         headers[DUE_HEADER] = str(due_ms)
         if delay <= SCHEDULE_LEAD_MS:
             # Due sooner than the server's scheduler could fire it: published
