@@ -149,7 +149,8 @@ class Publisher:
         Returns the PubAck (``stream``, ``seq``, ``duplicate``).
 
         Raises:
-          ConnectionClosed: JetStream did not acknowledge it in time, or rejected it.
+          ConnectionClosed: JetStream did not acknowledge it in time.
+          PublishRejected: JetStream refused it for good.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
