@@ -14,10 +14,11 @@ import nats.errors
 import nats.js.errors
 from dramatiq.errors import ConnectionClosed, ConnectionFailed
 from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
 
 from ._loop import EventLoopThread
 from .publisher import Publisher
-from .topology import Topology
+from .topology import Topology, missing_requirements
 
 logger = logging.getLogger(__name__)
 
@@ -335,12 +336,24 @@ class Connection:
                 logger.debug("Could not renew a lease.", exc_info=True)
 
 
-async def _declare_stream(js: Any, config: Any) -> None:
+async def _declare_stream(js: Any, config: StreamConfig) -> None:
+    """Create a stream, or add to an existing one only what the broker needs.
+
+    An existing stream keeps its limits, duplicate window, replicas and
+    the like: an operator may have changed them.
+    """
     try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        # It exists with other settings: bring the editable ones in line.
-        await js.update_stream(config)
+        existing = (await js.stream_info(config.name)).config
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except nats.js.errors.BadRequestError:  # another process created it meanwhile
+            existing = (await js.stream_info(config.name)).config
+    update = missing_requirements(existing, config)
+    if update is not None:
+        logger.warning("Adding what the broker needs to stream %s (subjects, schedules, direct gets).", config.name)
+        await js.update_stream(update)
 
 
 async def _close_quietly(nc: nats.NATS) -> None:

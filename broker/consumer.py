@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import queue
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -17,8 +18,9 @@ from nats.aio.msg import Msg
 
 from . import followups, repeating
 from .connection import Connection
+from .errors import PublishRejected
 from .handbacks import HandBacks
-from .publisher import PublishRejected
+from .topology import DUE_HEADER, SCHEDULE_LEAD_MS
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ class NatsConsumer(Consumer):
         self._operation_timeout_s = operation_timeout_s
         self._hand_backs = HandBacks(connection)
         self._ready: queue.SimpleQueue[NatsMessage] = queue.SimpleQueue()
+        self._not_due: dict[str, tuple[asyncio.TimerHandle, NatsMessage]] = {}
         self._held = 0  # delivered to this consumer, not yet settled, and holding a prefetch slot
         self._unslotted: set[str] = set()  # held without a slot: being dead-lettered
         self._requested = 0  # asked for in pull requests and not yet delivered
@@ -265,7 +268,18 @@ class NatsConsumer(Consumer):
         except DecodeError as e:
             self._spawn(self._dead_letter_tasks, self._dead_letter(msg, msg.data, f"undecodable message: {e}"))
             return
+        wait = _seconds_until_due(msg)
+        if wait > 0:  # a delayed message that fired early (SCHEDULE_LEAD_MS): held, and leased, until due
+            self._not_due[msg.reply] = (
+                asyncio.get_running_loop().call_later(wait, self._release_due, msg.reply),
+                NatsMessage(message, msg, self),
+            )
+            return
         self._ready.put(NatsMessage(message, msg, self))
+
+    def _release_due(self, reply: str) -> None:
+        _, message = self._not_due.pop(reply)
+        self._ready.put(message)
 
     async def _count_runs(self, msg: Msg) -> None:
         """Dead-letter a message that keeps killing its worker (it never gets to nack itself).
@@ -490,6 +504,10 @@ class NatsConsumer(Consumer):
             task.cancel()
         # Hand back what no worker has started, so other workers get it now.
         hand_backs = []
+        for timer, message in self._not_due.values():
+            timer.cancel()
+            hand_backs.append(self._hand_back(message._delivery))
+        self._not_due.clear()
         while True:
             try:
                 hand_backs.append(self._hand_back(self._ready.get_nowait()._delivery))
@@ -555,3 +573,13 @@ class NatsConsumer(Consumer):
             self._run(self._close())
         except Exception:
             logger.warning("Could not close the consumer of queue %r cleanly.", self._queue_name, exc_info=True)
+
+
+def _seconds_until_due(delivery: Msg) -> float:
+    """How long a delivery must wait before it runs (0 if it is due)."""
+    due = delivery.headers.get(DUE_HEADER) if delivery.headers else None
+    if due is None or not due.isdigit():
+        return 0.0
+    # Capped: a consumer whose clock is far behind the producer's must not
+    # park a message for long; it fired SCHEDULE_LEAD_MS early at most.
+    return min(int(due) / 1000 - time.time(), SCHEDULE_LEAD_MS / 1000)

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import BrokerError, ConnectionClosed
 from nats.aio.msg import Msg
+
+from .errors import PublishRejected
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -51,14 +53,6 @@ _RETRYABLE = (
 #: is full (store failed: maximum messages/bytes), or the message is larger
 #: than the stream's max_msg_size.
 _REJECTED_ERR_CODES = frozenset({10023, 10047, 10054, 10077})
-
-
-class PublishRejected(ConnectionClosed):
-    """JetStream (or the client) refused the message for good: retrying cannot store it.
-
-    A subclass of ``ConnectionClosed`` so that callers which treat every
-    failed enqueue alike keep working.
-    """
 
 
 @dataclass(eq=False)
@@ -153,7 +147,7 @@ class Publisher:
             await self._ready()
         except Exception as e:
             for item in batch:
-                item.result.set_exception(e)
+                item.result.set_exception(broker_error(e))
                 self._attempt_done()
             return
         for item in batch:
@@ -184,7 +178,7 @@ class Publisher:
         except PublishRejected as e:
             item.result.set_exception(e)
         except nats.errors.Error as e:
-            item.result.set_exception(ConnectionClosed(e))
+            item.result.set_exception(broker_error(e))
 
     def _retry(self, item: _Publish, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -232,7 +226,7 @@ class Publisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             except nats.errors.Error as e:
-                raise ConnectionClosed(e) from None
+                raise broker_error(e) from None
 
     async def _declare_streams_quietly(self) -> None:
         try:
@@ -318,6 +312,15 @@ class _FirstAttempt:
 def _settle_once(waiting: asyncio.Future, reply: Msg | None) -> None:
     if not waiting.done():
         waiting.set_result(reply)
+
+
+def broker_error(error: Exception) -> BrokerError:
+    """The Dramatiq error a failed publish raises: permanent rejections apart from the rest."""
+    if isinstance(error, BrokerError):
+        return error
+    if isinstance(error, nats.errors.MaxPayloadError):
+        return PublishRejected(f"the message exceeds the server's max_payload: {error}")
+    return ConnectionClosed(error)
 
 
 def _pub_ack(reply: Msg | None) -> dict[str, Any]:

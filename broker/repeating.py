@@ -1,6 +1,6 @@
 """Repeating message schedules: JetStream publishes one stored message again and again.
 
-A repeating schedule is a message on ``<ns>.schedule.<queue>.repeat-<name>``
+A repeating schedule is a message on ``<ns>.schedule.<queue>.repeat.<name>``
 with ``Nats-Schedule: @every 10s`` (or six-field cron). The server keeps only
 the latest message of a schedule subject, so declaring it again replaces it,
 and it fires once per tick however many processes declared it. Every firing
@@ -24,18 +24,6 @@ if TYPE_CHECKING:
 #: Header of a repeating schedule, copied by the server onto every firing.
 REPEATING_HEADER = "Natsq-Repeating"
 
-_PREFIX = "repeat-"
-
-
-def schedule_id(name: str) -> str:
-    """The last subject token of a repeating schedule (never a delayed message's id)."""
-    return _PREFIX + name
-
-
-def is_repeating(subject: str) -> bool:
-    return subject.rpartition(".")[2].startswith(_PREFIX)
-
-
 def one_firing(message: Message, delivery: Msg) -> Message:
     """The message a delivery stands for: a firing of a repeating schedule gets an id of its own."""
     if not delivery.headers or REPEATING_HEADER not in delivery.headers:
@@ -49,7 +37,7 @@ async def declare(connection: Connection, message: Message, schedule: str, name:
     """Store the schedule unless the same one is in place; whether it was stored."""
     await connection.open()
     topology = connection.topology
-    subject = topology.schedule_subject(message.queue_name, schedule_id(name))
+    subject = topology.repeating_subject(message.queue_name, name)
     body = message.encode()
     try:
         current = await connection.js.get_last_msg(topology.task_stream, subject)
@@ -69,5 +57,5 @@ async def declare(connection: Connection, message: Message, schedule: str, name:
 async def remove(connection: Connection, queue_name: str, name: str) -> None:
     await connection.open()
     topology = connection.topology
-    subject = topology.schedule_subject(queue_name, schedule_id(name))
+    subject = topology.repeating_subject(queue_name, name)
     await connection.js.purge_stream(topology.task_stream, subject=subject)
