@@ -6,12 +6,13 @@ from functools import wraps
 from typing import Callable
 
 import jwt
-from flask import current_app, request
+from flask import current_app, g, request
 
+from .callers import ADMIN_SCOPE, Caller
 from .errors import ApiError
 from .settings import Settings
 
-SCOPES = ("tasks:write", "tasks:read", "stats:read")
+SCOPES = ("tasks:write", "tasks:read", "stats:read", ADMIN_SCOPE)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="natsq"'}
 
 
@@ -19,6 +20,7 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
+        self.tenant_claim = settings.jwt_tenant_claim
         self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
         if settings.jwt_secret:
             self._key, self.algorithms = settings.jwt_secret.get_secret_value(), ["HS256"]
@@ -71,5 +73,7 @@ def _authorize(verifier: TokenVerifier, scope: str) -> None:
         raise ApiError(401, "unauthorized", "the token has expired", headers=_CHALLENGE) from None
     except (jwt.InvalidTokenError, jwt.PyJWKClientError) as e:
         raise ApiError(401, "unauthorized", f"invalid token: {e}", headers=_CHALLENGE) from None
-    if scope not in token_scopes(claims):
+    scopes = token_scopes(claims)
+    if scope not in scopes:
         raise ApiError(403, "forbidden", f"the token lacks the scope {scope!r}")
+    g.caller = Caller.from_claims(claims, scopes, verifier.tenant_claim)

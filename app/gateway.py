@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import dramatiq
@@ -19,11 +20,12 @@ from broker import NatsBroker
 
 from . import metrics
 from .auth import TokenVerifier, require_scope
+from .callers import current_caller, task_for_caller
 from .dispatch import build_broker
 from .errors import ApiError
 from .logs import configure_logging, current_task_id
 from .settings import Settings
-from .store import TaskStore, connect_valkey, is_unavailable
+from .store import IdempotencyConflict, TaskStore, connect_valkey, is_unavailable
 from .tasks import TASKS
 
 logger = logging.getLogger("natsq.gateway")
@@ -100,7 +102,16 @@ def submit_task():
         replayable["message"] = message.encode()
         if submitted.delay_ms:
             replayable["not_before_ms"] = int(time.time() * 1000) + submitted.delay_ms
-    existing = svc.store.create(task_id, spec.name, idempotency_key=idempotency_key, **replayable)
+    try:
+        existing = svc.store.create(
+            task_id, spec.name, owner=current_caller().owner, idempotency_key=idempotency_key,
+            fingerprint=_fingerprint(message, submitted.delay_ms), **replayable,
+        )
+    except IdempotencyConflict:
+        raise ApiError(
+            422, "idempotency_key_reused", "this Idempotency-Key was used for a different request",
+            field="Idempotency-Key",
+        ) from None
     if existing is not None:
         return _replay(svc, existing)
     try:
@@ -113,6 +124,12 @@ def submit_task():
         svc.store.mark_published(task_id)
     logger.info("Task accepted.", extra={"actor": spec.name, "queue": spec.queue, "delay_ms": submitted.delay_ms})
     return _accepted(task_id, "queued")
+
+
+def _fingerprint(message: dramatiq.Message, delay_ms: int | None) -> str:
+    """What makes two requests "the same" for an Idempotency-Key: actor, validated payload, delay."""
+    canonical = json.dumps([message.actor_name, message.kwargs, delay_ms], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> None:
@@ -157,9 +174,7 @@ def _accepted(task_id: str, state: str) -> Response:
 @require_scope("tasks:read")
 def get_task(task_id: str):
     current_task_id.set(task_id)
-    task = services().store.get(task_id) if _is_uuid(task_id) else None
-    if task is None:
-        raise ApiError(404, "not_found", f"no task {task_id!r} (unknown, or its record expired)")
+    task = task_for_caller(services().store, task_id)
     return jsonify({k: v for k, v in task.items() if not k.startswith("_")})
 
 
@@ -234,13 +249,6 @@ def _unprocessable(error: ValidationError, prefix: str | None = None) -> ApiErro
     location = ".".join(str(part) for part in first["loc"])
     field = f"{prefix}.{location}" if prefix and location else (prefix or location or None)
     return ApiError(422, "invalid_request", f"{field}: {first['msg']}" if field else first["msg"], field=field)
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 def _render_error(error: ApiError) -> Response:

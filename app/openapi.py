@@ -159,7 +159,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "400": _error("Malformed JSON or a malformed Idempotency-Key."),
                     "413": _error("The body is larger than NATSQ_MAX_BODY_BYTES."),
                     "415": _error("The body is not JSON."),
-                    "422": _error("Unknown actor, or a payload that breaks the actor's schema; `field` names it."),
+                    "422": _error("Unknown actor, a payload that breaks the actor's schema, or an Idempotency-Key reused for a different request; `field` names it."),
                     "503": _UNAVAILABLE,
                 },
             }
@@ -171,7 +171,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                 "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
                     "200": {"description": "The task.", **_json("Task")},
-                    "404": _error("No such task, or its record expired."),
+                    "404": _error("No such task, its record expired, or it belongs to another caller."),
                     "503": _UNAVAILABLE,
                 },
             }

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    #: A claim that names the caller's tenant: tasks are then owned by (tenant, sub).
+    jwt_tenant_claim: str | None = None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

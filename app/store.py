@@ -3,12 +3,14 @@
 Keys (``<ns>`` is NATSQ_NAMESPACE):
 - ``<ns>:task:<id>``: hash with the state of one task, expiring NATSQ_RESULT_TTL_S
   after its last change;
-- ``<ns>:idem:<key>``: the task an Idempotency-Key created, with the same TTL;
+- ``<ns>:idem:<sha256 of owner and key>``: the task an Idempotency-Key created
+  and the fingerprint of its request, with the same TTL (keys are per caller);
 - ``<ns>:stats``: hash of cluster-wide worker counters (processed, failed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -87,6 +89,10 @@ def connect_valkey(settings: Settings) -> valkey.Valkey:
     return valkey.Valkey.from_url(settings.valkey_url, password=password, **timeouts)
 
 
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before for a different request."""
+
+
 class TaskStore:
     def __init__(self, client: valkey.Valkey, namespace: str, ttl_s: int) -> None:
         self.client = client
@@ -109,25 +115,37 @@ class TaskStore:
         task_id: str,
         actor: str,
         *,
+        owner: str = "",
         idempotency_key: str | None = None,
+        fingerprint: str = "",
         message: bytes | None = None,
         not_before_ms: int | None = None,
     ) -> str | None:
-        """Record a new queued task.
+        """Record a new queued task of ``owner``.
 
-        With an idempotency key already used, nothing is written and the id of
-        the task it created is returned instead. ``message`` and
+        With an idempotency key the same owner used before, nothing is written
+        and the id of the task it created is returned instead; if that request's
+        ``fingerprint`` differs, IdempotencyConflict is raised. ``message`` and
         ``not_before_ms`` (epoch ms) let a replay publish the same message again.
         """
         now = now_iso()
-        fields = ["state", "queued", "actor", actor, "attempts", "0", "created_at", now, "updated_at", now]
+        fields = ["state", "queued", "actor", actor, "owner", owner, "attempts", "0", "created_at", now, "updated_at", now]
         if message is not None:
             fields += ["message", message]
         if not_before_ms is not None:
             fields += ["not_before_ms", not_before_ms]
-        idem_key = f"{self.namespace}:idem:{idempotency_key}" if idempotency_key else ""
-        existing = self._create(keys=[idem_key, self._key(task_id)], args=[self.ttl_s, task_id, *fields])
-        return existing.decode() if existing else None
+        idem_key = ""
+        if idempotency_key:
+            # Hashed: any owner and key make a key of one fixed shape.
+            scoped = hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()
+            idem_key = f"{self.namespace}:idem:{scoped}"
+        existing = self._create(keys=[idem_key, self._key(task_id)], args=[self.ttl_s, f"{task_id} {fingerprint}", *fields])
+        if not existing:
+            return None
+        existing_id, _, existing_fingerprint = existing.decode().partition(" ")
+        if existing_fingerprint != fingerprint:
+            raise IdempotencyConflict(existing_id)
+        return existing_id
 
     def mark_published(self, task_id: str) -> None:
         self.client.hset(self._key(task_id), "published", "1")
@@ -150,6 +168,7 @@ class TaskStore:
         }
         for field in ("created_at", "started_at", "finished_at", "updated_at"):
             task[field] = record[field].decode() if field in record else None
+        task["_owner"] = record["owner"].decode() if "owner" in record else ""
         task["_published"] = record.get("published") == b"1"
         task["_message"] = record.get("message")
         task["_not_before_ms"] = int(record["not_before_ms"]) if "not_before_ms" in record else None

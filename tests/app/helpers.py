@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import time
+
+import jwt
 import requests
 
 from tests.conftest import wait_until
@@ -22,3 +25,16 @@ def wait_for_state(base_url: str, task_id: str, *states: str, timeout: float = 2
         interval=0.05,
         message=f"task {task_id} to reach {states}",
     )
+
+
+SECRET = "s3cret-for-tests-only-0123456789abcdef"
+ISSUER = "https://issuer.test"
+AUDIENCE = "natsq"
+
+
+def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=60, headers=None, **claims):
+    """An Authorization header with a JWT for the test issuer and audience."""
+    payload = {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + expires_in, "sub": "tester", **claims}
+    if scope is not None:
+        payload["scope"] = scope
+    return {"Authorization": f"Bearer {jwt.encode(payload, key, algorithm=algorithm, headers=headers)}"}

@@ -13,18 +13,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.app.helpers import submit
-
-SECRET = "s3cret-for-tests-only-0123456789abcdef"
-ISSUER = "https://issuer.test"
-AUDIENCE = "natsq"
-
-
-def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=60, headers=None, **claims):
-    payload = {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + expires_in, "sub": "tester", **claims}
-    if scope is not None:
-        payload["scope"] = scope
-    return {"Authorization": f"Bearer {jwt.encode(payload, key, algorithm=algorithm, headers=headers)}"}
+from tests.app.helpers import AUDIENCE, ISSUER, SECRET, submit, token
 
 
 @pytest.fixture(scope="module")
