@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ logger = logging.getLogger("natsq.gateway")
 
 #: Longest delay a task may ask for (7 days, in ms).
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000
+#: Deepest nesting of arrays and objects a request body may have; payloads are flat records.
+MAX_JSON_DEPTH = 32
+#: What an Idempotency-Key may hold: 1 to 255 printable ASCII characters.
+IDEMPOTENCY_KEY_PATTERN = r"[\x20-\x7e]{1,255}"
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_S = 5
 
@@ -73,19 +78,20 @@ api = Blueprint("api", __name__)
 def submit_task():
     body = _json_body()
     try:
-        submitted = TaskRequest.model_validate(body)
+        # Strict: JSON types as the OpenAPI document states them (no "5" for 5, no false for 0).
+        submitted = TaskRequest.model_validate(body, strict=True)
     except ValidationError as e:
         raise _unprocessable(e) from None
     spec = TASKS.get(submitted.actor)
     if spec is None:
         raise ApiError(422, "invalid_request", f"unknown actor {submitted.actor!r}; known: {', '.join(sorted(TASKS))}", field="actor")
     try:
-        payload = spec.payload.model_validate(submitted.payload)
+        payload = spec.payload.model_validate(submitted.payload, strict=True)
     except ValidationError as e:
         raise _unprocessable(e, prefix="payload") from None
     idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 255 and idempotency_key.isprintable()):
-        raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 255 printable characters", field="Idempotency-Key")
+    if idempotency_key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
+        raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 255 printable ASCII characters", field="Idempotency-Key")
 
     svc = services()
     message = dramatiq.Message(
@@ -186,7 +192,8 @@ def get_stats():
     try:
         queues = {name: vars(counts) for name, counts in svc.broker.stats().items()}
     except BrokerError as e:
-        raise ApiError(503, "unavailable", f"queue counts are unavailable: {e}", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        logger.error("Queue counts unavailable: %s", e)  # the text names servers: for the log only
+        raise ApiError(503, "unavailable", "queue counts are unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     return jsonify(
         {
             "valkey": {"keys": valkey_stats["keys"]},
@@ -238,10 +245,28 @@ def openapi_document():
 def _json_body() -> object:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    too_deep = ApiError(400, "bad_request", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nesting deeper than the parser's recursion limit
+        raise too_deep from None
     if body is None:
         raise ApiError(400, "bad_request", "the body is not valid JSON")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise too_deep
     return body
+
+
+def _depth(value: object) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (without recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _unprocessable(error: ValidationError, prefix: str | None = None) -> ApiError:
@@ -267,7 +292,9 @@ def _register_error_handlers(app: Flask) -> None:
         message = e.description
         if e.code == 413:
             message = f"the body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes"
-        return _render_error(ApiError(e.code or 400, code, message))
+        # Keeps what the exception adds, such as Allow on a 405.
+        headers = {name: value for name, value in e.get_headers() if name.lower() != "content-type"}
+        return _render_error(ApiError(e.code or 400, code, message, headers=headers))
 
     @app.errorhandler(valkey.exceptions.ValkeyError)
     def storage_error(e: valkey.exceptions.ValkeyError):
@@ -281,6 +308,12 @@ def _register_error_handlers(app: Flask) -> None:
     def unexpected(e: Exception):
         logger.exception("Unhandled error.")
         return _render_error(ApiError(500, "internal_error", "an internal error occurred"))
+
+
+def _no_store(response: Response) -> Response:
+    """Task results and errors are per caller: no shared cache may keep any answer."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def _register_metrics(app: Flask) -> None:
@@ -313,6 +346,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api)
     _register_error_handlers(app)
     _register_metrics(app)
+    app.after_request(_no_store)
     return app
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from .gateway import MAX_DELAY_MS, RETRY_AFTER_S
+from .gateway import IDEMPOTENCY_KEY_PATTERN, MAX_DELAY_MS, MAX_JSON_DEPTH, RETRY_AFTER_S
 from .store import STATES
 from .tasks import TASKS
 
@@ -142,7 +142,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_PATTERN}$"},
                         "description": "Repeating a key returns the task it created and enqueues nothing new.",
                     }
                 ],
@@ -156,7 +156,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                 },
                 "responses": {
                     "202": {"description": "Durably enqueued (acknowledged by JetStream).", **_json("Accepted")},
-                    "400": _error("Malformed JSON or a malformed Idempotency-Key."),
+                    "400": _error(f"Malformed JSON, nesting deeper than {MAX_JSON_DEPTH} levels, or a malformed Idempotency-Key."),
                     "413": _error("The body is larger than NATSQ_MAX_BODY_BYTES."),
                     "415": _error("The body is not JSON."),
                     "422": _error("Unknown actor, a payload that breaks the actor's schema, or an Idempotency-Key reused for a different request; `field` names it."),

@@ -69,6 +69,15 @@ class TaskSpec:
     queue: str = "default"
     max_retries: int = 3
     time_limit_ms: int = 3_600_000
+    #: Whether callers may read the text of the task's exceptions; otherwise they
+    #: see only the exception's type (the text may hold internal details).
+    public_errors: bool = False
+
+    def public_error(self, exception: BaseException) -> str:
+        """The error callers read: the exception's type, with its text only if the task opts in."""
+        if self.public_errors:
+            return f"{type(exception).__name__}: {exception}"
+        return type(exception).__name__
 
     @property
     def description(self) -> str:

@@ -66,12 +66,14 @@ class TaskState(Middleware):
                 logger.info("Task succeeded.", extra={"actor": message.actor_name})
                 return
             error = f"{type(exception).__name__}: {exception}"
+            spec = TASKS.get(message.actor_name)
+            shown = spec.public_error(exception) if spec else type(exception).__name__
             if message.failed:
-                self._record(self.store.mark_failed, message.message_id, error)
+                self._record(self.store.mark_failed, message.message_id, shown)
                 logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
             else:
                 # Retries ran first and counted this attempt in "retries" already.
-                self._record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), error)
+                self._record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), shown)
                 logger.info("Task will be retried.", extra={"actor": message.actor_name, "error": error})
         finally:
             current_task_id.set(None)
