@@ -23,7 +23,7 @@ from . import metrics
 from .auth import TokenVerifier, require_scope
 from .callers import current_caller, task_for_caller
 from .dispatch import build_broker
-from .errors import ApiError
+from .errors import RETRY_AFTER_S, ApiError
 from .logs import configure_logging, current_task_id
 from .settings import Settings
 from .store import IdempotencyConflict, TaskStore, connect_valkey, is_unavailable
@@ -37,8 +37,6 @@ MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 MAX_JSON_DEPTH = 32
 #: What an Idempotency-Key may hold: 1 to 255 printable ASCII characters.
 IDEMPOTENCY_KEY_PATTERN = r"[\x20-\x7e]{1,255}"
-#: Seconds a client should wait before retrying after a 503.
-RETRY_AFTER_S = 5
 
 
 class TaskRequest(BaseModel):

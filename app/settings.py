@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -81,19 +81,18 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     #: A claim that names the caller's tenant: tasks are then owned by (tenant, sub).
     jwt_tenant_claim: str | None = None
+    #: Clock skew tolerated on exp, nbf and iat.
+    jwt_leeway_s: int = Field(60, ge=0, le=300)
+    #: Longest lifetime (exp - iat) a token may have.
+    jwt_max_lifetime_s: int = Field(86_400, ge=60)
+    #: How long the JWKS document is kept before it is fetched again.
+    jwt_jwks_cache_s: int = Field(300, ge=10)
+    #: Shortest time between two fetches forced by unknown key ids (tokens cannot hammer the provider).
+    jwt_jwks_refetch_cooldown_s: float = Field(30.0, ge=0)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, _FileValues(settings_cls), file_secret_settings
-
-    @model_validator(mode="after")
-    def _auth_needs_a_key(self) -> "Settings":
-        if self.auth and not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url):
-            raise ValueError(
-                "JWT authentication is on (the default outside development) but no key is configured: "
-                "set NATSQ_JWT_SECRET, NATSQ_JWT_PUBLIC_KEY or NATSQ_JWT_JWKS_URL, or NATSQ_AUTH_ENABLED=false"
-            )
-        return self
 
     @property
     def auth(self) -> bool:
