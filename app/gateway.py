@@ -24,6 +24,7 @@ from .auth import TokenVerifier, require_scope
 from .callers import current_caller, task_for_caller
 from .dispatch import build_broker
 from .errors import RETRY_AFTER_S, ApiError
+from .limits import CallerLimits
 from .logs import configure_logging, current_task_id
 from .settings import Settings
 from .store import IdempotencyConflict, TaskStore, connect_valkey, is_unavailable
@@ -53,6 +54,7 @@ class Services:
     settings: Settings
     broker: NatsBroker
     store: TaskStore
+    limits: CallerLimits
     verifier: TokenVerifier | None
 
     def warm_up(self) -> None:
@@ -106,23 +108,28 @@ def submit_task():
         replayable["message"] = message.encode()
         if submitted.delay_ms:
             replayable["not_before_ms"] = int(time.time() * 1000) + submitted.delay_ms
+    owner = current_caller().owner
+    svc.limits.admit(owner, task_id)
     try:
         existing = svc.store.create(
-            task_id, spec.name, owner=current_caller().owner, idempotency_key=idempotency_key,
+            task_id, spec.name, owner=owner, idempotency_key=idempotency_key,
             fingerprint=_fingerprint(message, submitted.delay_ms), **replayable,
         )
     except IdempotencyConflict:
+        svc.limits.release(owner, task_id)
         raise ApiError(
             422, "idempotency_key_reused", "this Idempotency-Key was used for a different request",
             field="Idempotency-Key",
         ) from None
     if existing is not None:
+        svc.limits.release(owner, task_id)
         return _replay(svc, existing)
     try:
         _enqueue(svc, message, submitted.delay_ms)
     except ApiError:
         if idempotency_key is None:
             svc.store.forget(task_id)  # the client retries with a new request
+            svc.limits.release(owner, task_id)
         raise
     if idempotency_key:
         svc.store.mark_published(task_id)
@@ -335,10 +342,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    valkey_client = connect_valkey(settings)
     app.extensions["natsq"] = Services(
         settings=settings,
         broker=build_broker(settings, middleware=[]),
-        store=TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s),
+        store=TaskStore(valkey_client, settings.namespace, settings.result_ttl_s),
+        limits=CallerLimits(valkey_client, settings.namespace, per_minute=settings.rate_limit_per_minute,
+                            max_outstanding=settings.max_outstanding_tasks, ttl_s=settings.result_ttl_s),
         verifier=TokenVerifier(settings) if settings.auth else None,
     )
     app.register_blueprint(api)

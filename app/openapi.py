@@ -160,6 +160,8 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "413": _error("The body is larger than NATSQ_MAX_BODY_BYTES."),
                     "415": _error("The body is not JSON."),
                     "422": _error("Unknown actor, a payload that breaks the actor's schema, or an Idempotency-Key reused for a different request; `field` names it."),
+                    "429": _error("Over the caller's requests a minute or unfinished tasks.",
+                                  **{"Retry-After": "Seconds until the caller may submit again."}),
                     "503": _UNAVAILABLE,
                 },
             }

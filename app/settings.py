@@ -73,6 +73,9 @@ class Settings(BaseSettings):
 
     # Gateway
     max_body_bytes: int = Field(1_048_576, ge=1_024)
+    #: Per caller (0: no limit): task submissions a minute, and tasks submitted but not yet ended.
+    rate_limit_per_minute: int = Field(0, ge=0)
+    max_outstanding_tasks: int = Field(0, ge=0)
     auth_enabled: bool | None = None
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None

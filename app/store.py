@@ -21,6 +21,7 @@ from valkey.backoff import NoBackoff
 from valkey.retry import Retry
 from valkey.sentinel import Sentinel
 
+from .limits import outstanding_prefix
 from .settings import Settings
 
 #: The states a task goes through; "queued" until a worker picks it up.
@@ -45,6 +46,13 @@ if redis.call('HGET', KEYS[1], 'attempts') == ARGV[2] then
   redis.call('HSET', KEYS[1], unpack(ARGV, 3))
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 end
+"""
+
+
+# A task ended: it no longer counts against its owner's outstanding tasks (app/limits.py).
+_RELEASE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then redis.call('ZREM', ARGV[1] .. redis.sha1hex(owner), ARGV[2]) end
 """
 
 
@@ -100,6 +108,7 @@ class TaskStore:
         self.ttl_s = ttl_s
         self._create = client.register_script(_CREATE)
         self._set_if_attempt = client.register_script(_SET_IF_ATTEMPT)
+        self._release = client.register_script(_RELEASE)
 
     def _key(self, task_id: str) -> str:
         return f"{self.namespace}:task:{task_id}"
@@ -199,8 +208,12 @@ class TaskStore:
     def mark_running(self, task_id: str, actor: str, attempt: int) -> None:
         self._update(task_id, state="running", actor=actor, attempts=attempt, started_at=now_iso(), error="")
 
+    def _ended(self, task_id: str) -> None:
+        self._release(keys=[self._key(task_id)], args=[outstanding_prefix(self.namespace), task_id])
+
     def mark_succeeded(self, task_id: str, result: Any) -> None:
         self._update(task_id, "processed", state="succeeded", result=json.dumps(result), finished_at=now_iso())
+        self._ended(task_id)
 
     def mark_retrying(self, task_id: str, attempt: int, error: str) -> None:
         now = now_iso()
@@ -212,6 +225,8 @@ class TaskStore:
 
     def mark_failed(self, task_id: str, error: str) -> None:
         self._update(task_id, "failed", state="failed", error=error, finished_at=now_iso())
+        self._ended(task_id)
 
     def mark_dead_lettered(self, task_id: str) -> None:
         self._update(task_id, state="dead-lettered")
+        self._ended(task_id)

@@ -18,9 +18,9 @@ def task(base_url: str, task_id: str, headers: dict | None = None) -> dict:
     return response.json()
 
 
-def wait_for_state(base_url: str, task_id: str, *states: str, timeout: float = 20) -> dict:
+def wait_for_state(base_url: str, task_id: str, *states: str, timeout: float = 20, headers: dict | None = None) -> dict:
     return wait_until(
-        lambda: (t := task(base_url, task_id))["state"] in states and t,
+        lambda: (t := task(base_url, task_id, headers))["state"] in states and t,
         timeout,
         interval=0.05,
         message=f"task {task_id} to reach {states}",
