@@ -27,7 +27,7 @@ from .errors import RETRY_AFTER_S, ApiError
 from .limits import CallerLimits
 from .logs import configure_logging, current_task_id
 from .settings import Settings
-from .store import IdempotencyConflict, TaskStore, connect_valkey, is_unavailable
+from .store import IdempotencyConflict, TaskStore, connect_valkey, is_full, is_unavailable
 from .tasks import TASKS
 
 logger = logging.getLogger("natsq.gateway")
@@ -303,6 +303,11 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(valkey.exceptions.ValkeyError)
     def storage_error(e: valkey.exceptions.ValkeyError):
+        if is_full(e):
+            logger.error("Valkey is full: %s", e)
+            metrics.ENQUEUE_FAILURES.labels(reason="valkey_unavailable").inc()
+            return _render_error(ApiError(503, "storage_full", "task storage is full; nothing was accepted",
+                                          headers={"Retry-After": str(RETRY_AFTER_S)}))
         if not is_unavailable(e):
             return unexpected(e)
         logger.error("Valkey unavailable: %s", e)

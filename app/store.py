@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import valkey
-from valkey.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError, ValkeyError
+from valkey.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError, ResponseError, TimeoutError, ValkeyError
 from valkey.backoff import NoBackoff
 from valkey.retry import Retry
 from valkey.sentinel import Sentinel
@@ -63,6 +63,11 @@ def now_iso() -> str:
 #: Replies of a Valkey that cannot take writes right now (failover, lost
 #: replicas with min-replicas-to-write, loading its data).
 _UNAVAILABLE_REPLIES = ("NOREPLICAS", "MASTERDOWN", "LOADING", "READONLY", "TRYAGAIN")
+
+
+def is_full(error: ValkeyError) -> bool:
+    """Whether Valkey refused a write because it reached maxmemory (it evicts nothing)."""
+    return isinstance(error, OutOfMemoryError)
 
 
 def is_unavailable(error: ValkeyError) -> bool:

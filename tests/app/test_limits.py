@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import valkey
 
 from tests.app.helpers import AUDIENCE, ISSUER, SECRET, submit, token, wait_for_state
+from tests.conftest import ValkeyServer
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +57,22 @@ def test_a_replayed_idempotency_key_takes_no_slot(gateways):
     for _ in range(3):
         assert submit(url, "wait", {"seconds": 0.3}, headers={**grace, **key}).json()["task_id"] == task_id
     assert submit(url, "wait", {"seconds": 0.3}, headers=grace).status_code == 202  # the second slot is still free
+
+
+def test_a_full_valkey_refuses_new_tasks_with_a_clear_503(tmp_path, make_stack, nats_server):
+    """Valkey as k8s/ configures it (noeviction): full means a clear 503, never a silently evicted record."""
+    server = ValkeyServer(tmp_path).start()
+    try:
+        client = valkey.Valkey(port=server.port)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.set("earlier-caller-record", "kept", ex=3600)
+        client.set("filler", b"x" * 2_000_000)
+        client.config_set("maxmemory", "1mb")  # below what is used: Valkey is full
+        system = make_stack(nats_server.url, NATSQ_VALKEY_URL=server.url)
+        system.start_gateway()
+        response = submit(system.gateway_url, "wait", {"seconds": 0})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "storage_full" and response.headers["Retry-After"]
+        assert client.get("earlier-caller-record") == b"kept"  # nothing was evicted to make room
+    finally:
+        server.stop()
