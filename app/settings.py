@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     nats_tls_ca_file: str | None = None
     nats_tls_cert_file: str | None = None
     nats_tls_key_file: str | None = None
+    #: Whether this process creates the streams and consumers. False for the gateway and workers
+    #: under least privilege: `python -m app.bootstrap`, as the NATS admin user, declares them.
+    nats_declare: bool = True
     namespace: str = Field("natsq", pattern=r"^[A-Za-z0-9_-]+$")
     stream_replicas: int = Field(1, ge=1, le=5)
     ack_wait_ms: int = Field(30_000, ge=1_000)

@@ -41,10 +41,12 @@ class Connection:
         loop: EventLoopThread,
         topology: Topology,
         connect_options: dict[str, Any],
+        declare: bool = True,
     ) -> None:
         self.loop = loop
         self.topology = topology
         self._connect_options = connect_options
+        self.declare = declare
         self.nc: nats.NATS | None = None
         self.js: Any = None
         self.leases: dict[str, Msg] = {}
@@ -89,8 +91,9 @@ class Connection:
             self.publisher.reset()
             self._ensured_consumers.clear()
             try:
-                await self._declare_stream(self.topology.task_stream_config())
-                await self._declare_stream(self.topology.dead_letter_stream_config())
+                if self.declare:
+                    await self._declare_stream(self.topology.task_stream_config())
+                    await self._declare_stream(self.topology.dead_letter_stream_config())
             except nats.errors.Error as e:
                 await nc.close()
                 self.nc = None
@@ -109,7 +112,8 @@ class Connection:
         await self.open()
         if queue_name in self._ensured_consumers:
             return
-        await self.js.add_consumer(self.topology.task_stream, self.topology.consumer_config(queue_name))
+        if self.declare:
+            await self.js.add_consumer(self.topology.task_stream, self.topology.consumer_config(queue_name))
         self._ensured_consumers.add(queue_name)
 
     def call(self, coro: Any, timeout: float) -> Any:
