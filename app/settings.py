@@ -68,6 +68,8 @@ class Settings(BaseSettings):
 
     # Valkey
     valkey_url: str = "redis://127.0.0.1:6379/0"
+    #: The Valkey ACL user (k8s/base/valkey/users.acl); none: the default user.
+    valkey_user: str | None = None
     valkey_password: SecretStr | None = None
     valkey_sentinels: str | None = None
     valkey_sentinel_master: str = "mymaster"

@@ -27,15 +27,17 @@ from .settings import Settings
 #: The states a task goes through; "queued" until a worker picks it up.
 STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead-lettered")
 
+# KEYS: the task's hash, then the idempotency key if there is one (never an empty key name:
+# ACL key patterns would refuse it).
 _CREATE = """
 local ttl = tonumber(ARGV[1])
-if KEYS[1] ~= "" then
-  local existing = redis.call('GET', KEYS[1])
+if KEYS[2] then
+  local existing = redis.call('GET', KEYS[2])
   if existing then return existing end
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ttl)
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ttl)
 return false
 """
 
@@ -98,8 +100,8 @@ def connect_valkey(settings: Settings) -> valkey.Valkey:
             },
             **timeouts,
         )
-        return sentinel.master_for(settings.valkey_sentinel_master, password=password, **timeouts)
-    return valkey.Valkey.from_url(settings.valkey_url, password=password, **timeouts)
+        return sentinel.master_for(settings.valkey_sentinel_master, username=settings.valkey_user, password=password, **timeouts)
+    return valkey.Valkey.from_url(settings.valkey_url, username=settings.valkey_user, password=password, **timeouts)
 
 
 class IdempotencyConflict(Exception):
@@ -148,12 +150,12 @@ class TaskStore:
             fields += ["message", message]
         if not_before_ms is not None:
             fields += ["not_before_ms", not_before_ms]
-        idem_key = ""
+        keys = [self._key(task_id)]
         if idempotency_key:
             # Hashed: any owner and key make a key of one fixed shape.
             scoped = hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()
-            idem_key = f"{self.namespace}:idem:{scoped}"
-        existing = self._create(keys=[idem_key, self._key(task_id)], args=[self.ttl_s, f"{task_id} {fingerprint}", *fields])
+            keys.append(f"{self.namespace}:idem:{scoped}")
+        existing = self._create(keys=keys, args=[self.ttl_s, f"{task_id} {fingerprint}", *fields])
         if not existing:
             return None
         existing_id, _, existing_fingerprint = existing.decode().partition(" ")
