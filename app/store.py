@@ -179,7 +179,8 @@ class TaskStore:
         if not existing:
             return None
         existing_id, _, existing_fingerprint = existing.decode().partition(" ")
-        if existing_fingerprint != fingerprint:
+        # A key recorded before requests had fingerprints (a rolling upgrade) matches any request.
+        if existing_fingerprint and existing_fingerprint != fingerprint:
             raise IdempotencyConflict(existing_id)
         return existing_id
 

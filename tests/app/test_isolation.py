@@ -29,7 +29,9 @@ def caller(sub: str, org: str = "acme", scope: str = "tasks:write tasks:read") -
     return token(SECRET, sub=sub, org=org, scope=scope)
 
 
-ALICE = caller("alice")
+def alice() -> dict:
+    """Made at use: a token made at import would expire while other modules' tests run."""
+    return caller("alice")
 
 
 def _read(gateway: str, task_id: str, headers: dict) -> requests.Response:
@@ -37,9 +39,9 @@ def _read(gateway: str, task_id: str, headers: dict) -> requests.Response:
 
 
 def test_another_callers_task_is_not_found(gateway):
-    task_id = submit(gateway, "wait", {"seconds": 0}, headers=ALICE).json()["task_id"]
-    assert _read(gateway, task_id, ALICE).status_code == 200
-    unknown = _read(gateway, str(uuid.uuid4()), ALICE)
+    task_id = submit(gateway, "wait", {"seconds": 0}, headers=alice()).json()["task_id"]
+    assert _read(gateway, task_id, alice()).status_code == 200
+    unknown = _read(gateway, str(uuid.uuid4()), alice())
     for other in (caller("bob"), caller("alice", org="globex")):
         response = _read(gateway, task_id, other)
         assert response.status_code == 404
@@ -48,7 +50,7 @@ def test_another_callers_task_is_not_found(gateway):
 
 
 def test_an_admin_reads_every_callers_task(gateway):
-    task_id = submit(gateway, "wait", {"seconds": 0}, headers=ALICE).json()["task_id"]
+    task_id = submit(gateway, "wait", {"seconds": 0}, headers=alice()).json()["task_id"]
     admin = caller("operator", org="ops", scope="tasks:read admin")
     read = _read(gateway, task_id, admin)
     assert read.status_code == 200
@@ -57,13 +59,13 @@ def test_an_admin_reads_every_callers_task(gateway):
 
 def test_idempotency_keys_are_per_caller(gateway):
     key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
-    alice = submit(gateway, "wait", {"seconds": 0}, headers={**ALICE, **key})
+    alices = submit(gateway, "wait", {"seconds": 0}, headers={**alice(), **key})
     bob = submit(gateway, "wait", {"seconds": 0}, headers={**caller("bob"), **key})
-    assert alice.status_code == bob.status_code == 202
-    assert alice.json()["task_id"] != bob.json()["task_id"]
+    assert alices.status_code == bob.status_code == 202
+    assert alices.json()["task_id"] != bob.json()["task_id"]
     assert "Idempotent-Replayed" not in bob.headers
-    again = submit(gateway, "wait", {"seconds": 0}, headers={**ALICE, **key})
-    assert again.json()["task_id"] == alice.json()["task_id"]
+    again = submit(gateway, "wait", {"seconds": 0}, headers={**alice(), **key})
+    assert again.json()["task_id"] == alices.json()["task_id"]
     assert again.headers["Idempotent-Replayed"] == "true"
 
 
@@ -74,8 +76,8 @@ def test_idempotency_keys_are_per_caller(gateway):
 def test_a_reused_idempotency_key_with_a_different_request_is_refused(gateway, changed):
     key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
     first = {"actor": "wait", "payload": {"seconds": 0}}
-    assert submit(gateway, **first, headers={**ALICE, **key}).status_code == 202
-    response = submit(gateway, **{**first, **changed}, headers={**ALICE, **key})
+    assert submit(gateway, **first, headers={**alice(), **key}).status_code == 202
+    response = submit(gateway, **{**first, **changed}, headers={**alice(), **key})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["field"] == "Idempotency-Key"
 
