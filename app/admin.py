@@ -16,8 +16,9 @@ from flask import Blueprint, g, jsonify, request
 from broker import DeadLetter
 
 from .auth import require_scope
-from .errors import ApiError
-from .gateway import RETRY_AFTER_S, _is_uuid, public_view, services
+from .errors import RETRY_AFTER_S, ApiError
+from .callers import is_task_id
+from .gateway import public_view, services
 from .heartbeats import recent_workers
 from .history import TaskHistory
 from .rates import rates
@@ -168,7 +169,7 @@ def purge(queue_name: str) -> dict[str, Any]:
 def task(task_id: str) -> dict[str, Any]:
     """A task's record, its replay links and its history."""
     svc = services()
-    record = svc.store.get(task_id) if _is_uuid(task_id) else None
+    record = svc.store.get(task_id) if is_task_id(task_id) else None
     if record is None:
         raise ApiError(404, "not_found", f"no task {task_id!r} (unknown, or its record expired)")
     return {

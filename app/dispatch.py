@@ -15,6 +15,9 @@ def build_broker(settings: Settings, middleware: list[Middleware], queues: Itera
     options = {}
     if settings.nats_user:
         options["user"] = settings.nats_user
+        # Replies to this user on an inbox of its own: NATS permissions can then keep other
+        # users from subscribing to its deliveries (k8s/base/nats/natsq-users.conf).
+        options["inbox_prefix"] = f"_INBOX_{settings.nats_user}"
     if settings.nats_password:
         options["password"] = settings.nats_password.get_secret_value()
     if settings.nats_token:
@@ -33,6 +36,7 @@ def build_broker(settings: Settings, middleware: list[Middleware], queues: Itera
         tls_ca_file=settings.nats_tls_ca_file,
         tls_cert_file=settings.nats_tls_cert_file,
         tls_key_file=settings.nats_tls_key_file,
+        declare=settings.nats_declare,
         **options,
     )
     for queue_name in sorted(queues):

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Flask
 
-from .gateway import MAX_DELAY_MS, MAX_WAIT_S, RETRY_AFTER_S
+from .errors import RETRY_AFTER_S
+from .gateway import IDEMPOTENCY_KEY_PATTERN, MAX_DELAY_MS, MAX_JSON_DEPTH, MAX_WAIT_S
 from .registry import Registry
 from .store import STATES
 from .task_api import TaskQuery
@@ -198,7 +199,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_PATTERN}$"},
                         "description": "Repeating a key returns the task it created and enqueues nothing new.",
                     }
                 ],
@@ -212,10 +213,12 @@ def build_document(app: Flask) -> dict[str, Any]:
                 },
                 "responses": {
                     "202": {"description": "Durably enqueued (acknowledged by JetStream).", **_json("Accepted")},
-                    "400": _error("Malformed JSON or a malformed Idempotency-Key."),
+                    "400": _error(f"Malformed JSON, nesting deeper than {MAX_JSON_DEPTH} levels, or a malformed Idempotency-Key."),
                     "413": _error("The body is larger than NATSQ_MAX_BODY_BYTES."),
                     "415": _error("The body is not JSON."),
-                    "422": _error("Unknown actor, or a payload that breaks the actor's schema; `field` names it."),
+                    "422": _error("Unknown actor, a payload that breaks the actor's schema, or an Idempotency-Key reused for a different request; `field` names it."),
+                    "429": _error("Over the caller's requests a minute or unfinished tasks.",
+                                  **{"Retry-After": "Seconds until the caller may submit again."}),
                     "503": _UNAVAILABLE,
                 },
             }
@@ -237,7 +240,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {"description": "The task.", **_json("Task")},
-                    "404": _error("No such task, or its record expired."),
+                    "404": _error("No such task, its record expired, or it belongs to another caller."),
                     "422": _error("A malformed `wait`."),
                     "503": _UNAVAILABLE,
                 },

@@ -56,10 +56,19 @@ class TaskSpec:
     max_retries: int = 3
     time_limit_ms: int = 3_600_000
     public: bool = True
+    #: Whether callers may read the text of the task's exceptions; otherwise they
+    #: see only the exception's type (the text may hold internal details).
+    public_errors: bool = False
 
     @property
     def description(self) -> str:
         return (self.fn.__doc__ or "").strip()
+
+    def public_error(self, exception: BaseException) -> str:
+        """The error callers read: the exception's type, with its text only if the task opts in."""
+        if self.public_errors:
+            return f"{type(exception).__name__}: {exception}"
+        return type(exception).__name__
 
     def validate(self, payload: object) -> BaseModel:
         """The payload as the task's model; raises pydantic's ValidationError."""
@@ -95,6 +104,7 @@ def task(
     max_retries: int = 3,
     time_limit_ms: int = 3_600_000,
     public: bool = True,
+    public_errors: bool = False,
     schedule: str | None = None,
 ) -> Callable[[Callable[..., Any]], TaskSpec]:
     """Declare a function as a task.
@@ -107,13 +117,15 @@ def task(
       time_limit_ms: How long one attempt may run.
       public: Whether producers may submit it through the gateway; private
         tasks run only from periodic schedules or messages sent in code.
+      public_errors: Whether callers may read its exceptions' text in
+        ``GET /task/<id>``; by default they see only the exception's type.
       schedule: Also run it periodically, with an empty payload.
     """
     if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
         raise TaskDefinitionError(f"payload must be a pydantic model class, not {payload!r}")
 
     def declare(fn: Callable[..., Any]) -> TaskSpec:
-        spec = TaskSpec(name or fn.__name__, payload, fn, queue, max_retries, time_limit_ms, public)
+        spec = TaskSpec(name or fn.__name__, payload, fn, queue, max_retries, time_limit_ms, public, public_errors)
         _check_name(spec.name, "task")
         known = _tasks.get(spec.name)
         if known is not None and _origin(known.fn) != _origin(fn):

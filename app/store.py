@@ -3,7 +3,8 @@
 Keys (``<ns>`` is NATSQ_NAMESPACE):
 - ``<ns>:task:<id>``: hash with the state of one task, expiring NATSQ_RESULT_TTL_S
   after its last change;
-- ``<ns>:idem:<key>``: the task an Idempotency-Key created, with the same TTL;
+- ``<ns>:idem:<sha256 of owner and key>``: the task an Idempotency-Key created
+  and the fingerprint of its request, with the same TTL (keys are per caller);
 - ``<ns>:tasks``: sorted set indexing tasks by creation time (members
   ``<epoch ms, 13 digits>:<id>``, all of score 0, so ranges by time are ranges
   by name); entries older than the TTL are trimmed as new tasks arrive;
@@ -13,6 +14,7 @@ Keys (``<ns>`` is NATSQ_NAMESPACE):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -20,11 +22,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import valkey
-from valkey.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError, ValkeyError
+from valkey.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError, ResponseError, TimeoutError, ValkeyError
 from valkey.backoff import NoBackoff
 from valkey.retry import Retry
 from valkey.sentinel import Sentinel
 
+from .limits import outstanding_prefix
 from .settings import Settings
 
 #: The states a task goes through; "queued" until a worker picks it up.
@@ -39,17 +42,19 @@ LIST_SCAN_BUDGET = 2_000
 
 _CURSOR = re.compile(r"^[0-9]{13}:[0-9a-f-]{36}$")
 
+# KEYS: the task's hash, the task index, then the idempotency key if there is one (never an
+# empty key name: ACL key patterns would refuse it).
 _CREATE = """
 local ttl = tonumber(ARGV[1])
-if KEYS[1] ~= "" then
-  local existing = redis.call('GET', KEYS[1])
+if KEYS[3] then
+  local existing = redis.call('GET', KEYS[3])
   if existing then return existing end
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
+  redis.call('SET', KEYS[3], ARGV[2], 'EX', ttl)
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('ZADD', KEYS[3], 0, ARGV[3])
-redis.call('ZREMRANGEBYLEX', KEYS[3], '-', ARGV[4])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
+redis.call('ZREMRANGEBYLEX', KEYS[2], '-', ARGV[4])
 return false
 """
 
@@ -100,6 +105,13 @@ end
 """
 
 
+# A task ended: it no longer counts against its owner's outstanding tasks (app/limits.py).
+_RELEASE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then redis.call('ZREM', ARGV[1] .. redis.sha1hex(owner), ARGV[2]) end
+"""
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -111,6 +123,11 @@ def _index_member(task_id: str, at_ms: int) -> str:
 #: Replies of a Valkey that cannot take writes right now (failover, lost
 #: replicas with min-replicas-to-write, loading its data).
 _UNAVAILABLE_REPLIES = ("NOREPLICAS", "MASTERDOWN", "LOADING", "READONLY", "TRYAGAIN")
+
+
+def is_full(error: ValkeyError) -> bool:
+    """Whether Valkey refused a write because it reached maxmemory (it evicts nothing)."""
+    return isinstance(error, OutOfMemoryError)
 
 
 def is_unavailable(error: ValkeyError) -> bool:
@@ -131,18 +148,42 @@ def connect_valkey(settings: Settings) -> valkey.Valkey:
         "retry": Retry(NoBackoff(), 1),
         "retry_on_error": [ConnectionError],
     }
+    tls = _valkey_tls(settings)
     if settings.valkey_sentinel_addresses:
         sentinel_password = settings.valkey_sentinel_password
+        timeouts |= tls
         sentinel = Sentinel(
             settings.valkey_sentinel_addresses,
             sentinel_kwargs={
                 "password": sentinel_password.get_secret_value() if sentinel_password else None,
                 "socket_timeout": 1.0,
+                **tls,
             },
             **timeouts,
         )
-        return sentinel.master_for(settings.valkey_sentinel_master, password=password, **timeouts)
-    return valkey.Valkey.from_url(settings.valkey_url, password=password, **timeouts)
+        return sentinel.master_for(settings.valkey_sentinel_master, username=settings.valkey_user, password=password, **timeouts)
+    if tls:
+        if not settings.valkey_url.startswith("rediss://"):
+            raise ValueError("NATSQ_VALKEY_TLS_* are set: NATSQ_VALKEY_URL must be a rediss:// URL")
+        timeouts |= {k: v for k, v in tls.items() if k != "ssl"}  # the scheme selects TLS
+    return valkey.Valkey.from_url(settings.valkey_url, username=settings.valkey_user, password=password, **timeouts)
+
+
+def _valkey_tls(settings: Settings) -> dict[str, Any]:
+    """Client TLS options for Valkey and Sentinel; empty when TLS is not configured."""
+    if not (settings.valkey_tls_ca_file or settings.valkey_tls_cert_file):
+        return {}
+    return {
+        "ssl": True,
+        "ssl_ca_certs": settings.valkey_tls_ca_file,
+        "ssl_certfile": settings.valkey_tls_cert_file,
+        "ssl_keyfile": settings.valkey_tls_key_file,
+        "ssl_cert_reqs": "required",
+    }
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before for a different request."""
 
 
 class TaskStore:
@@ -154,6 +195,7 @@ class TaskStore:
         self._set_if_attempt = client.register_script(_SET_IF_ATTEMPT)
         self._start = client.register_script(_START)
         self._cancel = client.register_script(_CANCEL)
+        self._release = client.register_script(_RELEASE)
 
     def _key(self, task_id: str) -> str:
         return f"{self.namespace}:task:{task_id}"
@@ -176,29 +218,42 @@ class TaskStore:
         task_id: str,
         actor: str,
         *,
+        owner: str = "",
         idempotency_key: str | None = None,
+        fingerprint: str = "",
         message: bytes | None = None,
         not_before_ms: int | None = None,
     ) -> str | None:
-        """Record a new queued task.
+        """Record a new queued task of ``owner``.
 
-        With an idempotency key already used, nothing is written and the id of
-        the task it created is returned instead. ``message`` and
+        With an idempotency key the same owner used before, nothing is written
+        and the id of the task it created is returned instead; if that request's
+        ``fingerprint`` differs, IdempotencyConflict is raised. ``message`` and
         ``not_before_ms`` (epoch ms) let a replay publish the same message again.
         """
         now = now_iso()
-        fields = ["state", "queued", "actor", actor, "attempts", "0", "created_at", now, "updated_at", now]
+        fields = ["state", "queued", "actor", actor, "owner", owner, "attempts", "0", "created_at", now, "updated_at", now]
         if message is not None:
             fields += ["message", message]
         if not_before_ms is not None:
             fields += ["not_before_ms", not_before_ms]
-        idem_key = f"{self.namespace}:idem:{idempotency_key}" if idempotency_key else ""
         now_ms = int(time.time() * 1000)
+        keys = [self._key(task_id), self._index_key]
+        if idempotency_key:
+            # Hashed: any owner and key make a key of one fixed shape.
+            scoped = hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()
+            keys.append(f"{self.namespace}:idem:{scoped}")
         existing = self._create(
-            keys=[idem_key, self._key(task_id), self._index_key],
-            args=[self.ttl_s, task_id, _index_member(task_id, now_ms), self._expired_below(now_ms), *fields],
+            keys=keys,
+            args=[self.ttl_s, f"{task_id} {fingerprint}", _index_member(task_id, now_ms), self._expired_below(now_ms), *fields],
         )
-        return existing.decode() if existing else None
+        if not existing:
+            return None
+        existing_id, _, existing_fingerprint = existing.decode().partition(" ")
+        # A key recorded before requests had fingerprints (a rolling upgrade) matches any request.
+        if existing_fingerprint and existing_fingerprint != fingerprint:
+            raise IdempotencyConflict(existing_id)
+        return existing_id
 
     def _expired_below(self, now_ms: int) -> str:
         """The index range (exclusive) of tasks whose records have expired."""
@@ -211,6 +266,8 @@ class TaskStore:
         starts again; a running one keeps ``running`` with a flag it may check.
         """
         state = self._cancel(keys=[self._key(task_id), self._ended_channel(task_id)], args=[self.ttl_s, now_iso()])
+        if state == b"cancelled":
+            self._release_slot(task_id)
         return state.decode() if state else None
 
     def wait(self, task_id: str, timeout_s: float) -> dict[str, Any] | None:
@@ -243,8 +300,11 @@ class TaskStore:
         created_before: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Tasks, newest first, filtered; and the cursor of the next page (None at the end).
+
+        ``owner``: only that caller's tasks (None: everyone's).
 
         A page examines at most LIST_SCAN_BUDGET records, so a rare state or
         actor may give a short (even empty) page with a cursor: follow it.
@@ -273,7 +333,8 @@ class TaskStore:
                 scanned += 1
                 high = "(" + member
                 task = self._decode(member.partition(":")[2], raw)
-                if task is None or (state and task["state"] != state) or (actor and task["actor"] != actor):
+                if (task is None or (state and task["state"] != state) or (actor and task["actor"] != actor)
+                        or (owner is not None and task["_owner"] != owner)):
                     continue
                 found.append(task)
                 if len(found) == limit:
@@ -306,6 +367,7 @@ class TaskStore:
         }
         for field in ("created_at", "started_at", "finished_at", "updated_at"):
             task[field] = record[field].decode() if field in record else None
+        task["_owner"] = record["owner"].decode() if "owner" in record else ""
         task["_published"] = record.get("published") == b"1"
         task["_message"] = record.get("message")
         task["_not_before_ms"] = int(record["not_before_ms"]) if "not_before_ms" in record else None
@@ -334,6 +396,8 @@ class TaskStore:
         if fields.get("state") in ENDED:
             pipe.publish(self._ended_channel(task_id), fields["state"])
         pipe.execute()
+        if fields.get("state") in ENDED:
+            self._release_slot(task_id)
 
     def start(self, task_id: str, actor: str, attempt: int) -> bool:
         """Record an attempt as running; False if the task was cancelled and must not run."""
@@ -353,6 +417,10 @@ class TaskStore:
 
     def mark_cancelled(self, task_id: str) -> None:
         self._update(task_id, state="cancelled", finished_at=now_iso())
+
+    def _release_slot(self, task_id: str) -> None:
+        """The task ended: it no longer counts against its owner's outstanding tasks."""
+        self._release(keys=[self._key(task_id)], args=[outstanding_prefix(self.namespace), task_id])
 
     def mark_succeeded(self, task_id: str, result: Any) -> None:
         self._update(task_id, "processed", state="succeeded", result=json.dumps(result), finished_at=now_iso())

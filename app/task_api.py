@@ -9,7 +9,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from .auth import require_scope
 from .errors import ApiError
-from .gateway import _is_uuid, _unprocessable, public_view, services
+from .callers import current_caller, task_for_caller
+from .gateway import _unprocessable, public_view, services
 from .logs import current_task_id
 from .periodic import describe
 from .store import STATES
@@ -33,7 +34,9 @@ class TaskQuery(BaseModel):
 @require_scope("tasks:write")
 def cancel_task(task_id: str):
     current_task_id.set(task_id)
-    state = services().store.request_cancel(task_id) if _is_uuid(task_id) else None
+    store = services().store
+    task_for_caller(store, task_id)  # 404 for another caller's task
+    state = store.request_cancel(task_id)
     if state is None:
         raise ApiError(404, "not_found", f"no task {task_id!r} (unknown, or its record expired)")
     if state != "cancelled" and state != "running":
@@ -52,7 +55,8 @@ def list_tasks():
     except ValidationError as e:
         raise _unprocessable(e) from None
     try:
-        tasks, next_cursor = services().store.list_tasks(**query.model_dump())
+        caller = current_caller()
+        tasks, next_cursor = services().store.list_tasks(**query.model_dump(), owner=None if caller.admin else caller.owner)
     except ValueError as e:
         raise ApiError(422, "invalid_request", str(e), field="cursor") from None
     return jsonify({"tasks": [public_view(task) for task in tasks], "next_cursor": next_cursor})

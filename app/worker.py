@@ -42,8 +42,9 @@ class TaskState(Middleware):
     retries is logged, and the task itself still runs and is acknowledged.
     """
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, tasks: dict[str, registry.TaskSpec]) -> None:
         self.store = store
+        self.tasks = tasks
 
     def _record(self, update, *args):
         """``update(*args)``, retried through a Valkey outage; None if it never went through."""
@@ -74,12 +75,14 @@ class TaskState(Middleware):
                 logger.info("Task succeeded.", extra={"actor": message.actor_name})
                 return
             error = f"{type(exception).__name__}: {exception}"
+            spec = self.tasks.get(message.actor_name)
+            shown = spec.public_error(exception) if spec else type(exception).__name__
             if message.failed:
-                self._record(self.store.mark_failed, message.message_id, error)
+                self._record(self.store.mark_failed, message.message_id, shown)
                 logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
             else:
                 # Retries ran first and counted this attempt in "retries" already.
-                self._record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), error)
+                self._record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), shown)
                 logger.info("Task will be retried.", extra={"actor": message.actor_name, "error": error})
         finally:
             current_task_id.set(None)
@@ -165,7 +168,7 @@ broker = build_broker(
     # Dramatiq runs "before" hooks in order and "after" hooks in reverse:
     # options are filtered before anything reads them, and TaskState and the
     # history see the message after Retries has decided about it.
-    middleware=[TrustedOptions(), TaskState(store), history] + [m() for m in default_middleware]
+    middleware=[TrustedOptions(), TaskState(store, tasks.tasks), history] + [m() for m in default_middleware]
     + [WorkerMetrics(), CurrentMessage(), PeriodicSchedules(tasks), heartbeat],
     queues=tasks.queues,
 )

@@ -87,6 +87,8 @@ class NatsBroker(Broker):
         raises ``ConnectionClosed``.
       connect_timeout_ms: Timeout of the first connection attempt.
       tls_ca_file, tls_cert_file, tls_key_file: TLS settings.
+      declare: Create or update the streams and consumers. False for a NATS
+        user allowed only to publish or consume: someone else declared them.
       **options: Passed to ``nats.connect`` (``user``, ``password``,
         ``token``, ``user_credentials``, ``nkeys_seed``, ...).
     """
@@ -107,6 +109,7 @@ class NatsBroker(Broker):
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
+        declare: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
@@ -122,6 +125,9 @@ class NatsBroker(Broker):
             dead_letter_ttl_ms=dead_letter_ttl_ms,
         )
         self.max_deliveries = max_deliveries
+        # False: streams and consumers exist already (an admin declared them); this
+        # broker's NATS user then needs no permission to create or change them.
+        self._declare = declare
         self.publish_timeout_s = publish_timeout_ms / 1000
         # Blocking calls other than publishing (consumer set-up, stats) get
         # the same budget, plus a margin for the first connection.
@@ -148,7 +154,7 @@ class NatsBroker(Broker):
         if self._connection_pid != os.getpid():
             with self._connection_lock:  # threads racing here must share one
                 if self._connection_pid != os.getpid():
-                    self._connection_obj = Connection(self._loop, self.topology, self._connect_options)
+                    self._connection_obj = Connection(self._loop, self.topology, self._connect_options, self._declare)
                     self._connection_pid = os.getpid()
         assert self._connection_obj is not None
         return self._connection_obj

@@ -72,10 +72,12 @@ class Connection:
         loop: EventLoopThread,
         topology: Topology,
         connect_options: dict[str, Any],
+        declare: bool = True,
     ) -> None:
         self.loop = loop
         self.topology = topology
         self._connect_options = connect_options
+        self.declare = declare
         self.nc: nats.NATS | None = None
         self.js: Any = None
         self.leases: dict[str, Msg] = {}
@@ -187,6 +189,8 @@ class Connection:
         logger.info("Connected to NATS at %s.", nc.connected_url.netloc if nc.connected_url else "?")
 
     async def _declare_streams(self, js: Any) -> None:
+        if not self.declare:  # an admin role declares them (least privilege)
+            return
         await _declare_stream(js, self.topology.task_stream_config())
         await _declare_stream(js, self.topology.dead_letter_stream_config())
 
@@ -211,12 +215,13 @@ class Connection:
         await self.open()
         if queue_name in self._ensured_consumers:
             return
-        config = self.topology.consumer_config(queue_name)
-        try:
-            await self.js.add_consumer(self.topology.task_stream, config)
-        except nats.js.errors.NotFoundError:  # the stream itself is gone
-            await self.declare_streams()
-            await self.js.add_consumer(self.topology.task_stream, config)
+        if self.declare:
+            config = self.topology.consumer_config(queue_name)
+            try:
+                await self.js.add_consumer(self.topology.task_stream, config)
+            except nats.js.errors.NotFoundError:  # the stream itself is gone
+                await self.declare_streams()
+                await self.js.add_consumer(self.topology.task_stream, config)
         self._ensured_consumers.add(queue_name)
 
     def call(self, coro: Any, timeout: float) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.test_auth import AUDIENCE, ISSUER, SECRET, token
+from tests.app.helpers import AUDIENCE, ISSUER, SECRET, token
 from tests.conftest import Stack
 
 

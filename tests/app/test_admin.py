@@ -10,7 +10,7 @@ import requests
 
 from tests.app.conftest import admin_headers, writer_headers
 from tests.app.helpers import submit
-from tests.app.test_auth import SECRET, token
+from tests.app.helpers import SECRET, token
 from tests.conftest import wait_until
 
 ADMIN = admin_headers()

@@ -9,7 +9,7 @@ import sys
 
 from tests.app.conftest import admin_headers, writer_headers
 from tests.app.helpers import submit
-from tests.app.test_auth import SECRET, token
+from tests.app.helpers import SECRET, token
 from tests.conftest import ROOT, subprocess_env, wait_until
 
 OPERATOR = token(SECRET, scope="admin tasks:read tasks:write", sub="cli-operator")["Authorization"].removeprefix("Bearer ")

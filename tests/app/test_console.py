@@ -17,7 +17,7 @@ import requests
 
 from tests.app.conftest import admin_headers, start_admin_stack, writer_headers
 from tests.app.helpers import submit
-from tests.app.test_auth import SECRET, token
+from tests.app.helpers import SECRET, token
 from tests.conftest import wait_until
 
 CHROMIUM = shutil.which("chromium")
