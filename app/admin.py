@@ -31,6 +31,8 @@ PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 #: A replay took about 15 ms in the broker alone here (docs/console.md): 200 stay
 #: far inside gunicorn's 30 s request timeout.
 MAX_REPLAY_BATCH = 200
+#: Largest stream sequence a page may start after (JetStream sequences are unsigned 64-bit).
+MAX_SEQUENCE = 2**63
 
 
 def caller() -> str:
@@ -252,7 +254,7 @@ def get_workers():
 @admin_api.get("/queues/<queue_name>/dead-letters")
 @require_scope("admin")
 def list_dead_letters(queue_name: str):
-    after = _int_arg("after", 0, 2**63)
+    after = _int_arg("after", 0, MAX_SEQUENCE)
     limit = _int_arg("limit", PAGE_SIZE, MAX_PAGE_SIZE)
     return jsonify(dead_letters(queue_name, after=after, limit=max(limit, 1)))
 
@@ -314,7 +316,7 @@ def openapi_paths() -> dict[str, Any]:
         return {"summary": summary, "operationId": operation_id, "tags": ["admin"], "parameters": parameters,
                 "responses": {"200": response, "404": not_found, "503": unavailable, **errors}}
 
-    page = [{"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    page = [{"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQUENCE}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE_SIZE}}]
     bad = {"400": error("A malformed query parameter.")}
     return {
@@ -335,7 +337,9 @@ def openapi_paths() -> dict[str, Any]:
                               ok("The new task's id."), **{"422": error("The dead letter is not a Dramatiq message.")}),
         },
         "/admin/queues/{queue_name}/dead-letters/replay": {
-            "post": operation("Replay a queue's dead letters as new tasks", "adminReplayDeadLetters", [queue, page[1]],
+            "post": operation("Replay a queue's dead letters as new tasks", "adminReplayDeadLetters",
+                              [queue, {"name": "limit", "in": "query",
+                                       "schema": {"type": "integer", "minimum": 0, "maximum": MAX_REPLAY_BATCH}}],
                               ok("The new tasks' ids, what was skipped, what remains."), **bad),
         },
         "/admin/tasks/{task_id}": {

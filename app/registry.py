@@ -71,8 +71,12 @@ class TaskSpec:
         return type(exception).__name__
 
     def validate(self, payload: object) -> BaseModel:
-        """The payload as the task's model; raises pydantic's ValidationError."""
-        return self.payload.model_validate(payload)
+        """The payload as the task's model; raises pydantic's ValidationError.
+
+        Strict, as JSON: payloads arrive as JSON, so ``"5"`` is no integer and
+        ``false`` no number, while an ISO 8601 string is a datetime.
+        """
+        return self.payload.model_validate_json(json.dumps(payload), strict=True)
 
     def run(self, payload: BaseModel) -> Any:
         return self.fn(**dict(payload))

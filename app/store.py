@@ -40,7 +40,9 @@ ENDED = ("succeeded", "dead-lettered", "cancelled")
 #: Task records a listing examines at most per page, matching or not.
 LIST_SCAN_BUDGET = 2_000
 
-_CURSOR = re.compile(r"^[0-9]{13}:[0-9a-f-]{36}$")
+#: What a cursor of list_tasks looks like (an index member: creation time in ms and task id).
+CURSOR_PATTERN = r"^[0-9]{13}:[0-9a-f-]{36}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 # KEYS: the task's hash, the task index, then the idempotency key if there is one (never an
 # empty key name: ACL key patterns would refuse it).

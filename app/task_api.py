@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
 from flask import Blueprint, jsonify, request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .auth import require_scope
 from .errors import ApiError
@@ -13,9 +14,18 @@ from .callers import current_caller, task_for_caller
 from .gateway import _unprocessable, public_view, services
 from .logs import current_task_id
 from .periodic import describe
-from .store import STATES
+from .store import CURSOR_PATTERN, STATES
 
 task_api = Blueprint("task_api", __name__)
+
+
+def _iso_8601(value: object) -> object:
+    """A time in a query is ISO 8601 text; pydantic alone would also read a number as a timestamp."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+#: A time with its zone, written in ISO 8601 (``2026-12-03T10:00:00Z``).
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
 
 
 class TaskQuery(BaseModel):
@@ -24,10 +34,10 @@ class TaskQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state: Literal[STATES] | None = Field(None, description="Only tasks in this state.")
     actor: str | None = Field(None, max_length=100, description="Only tasks of this actor.")
-    created_after: AwareDatetime | None = Field(None, description="Only tasks created at or after this time.")
-    created_before: AwareDatetime | None = Field(None, description="Only tasks created before this time.")
+    created_after: QueryTime | None = Field(None, description="Only tasks created at or after this time.")
+    created_before: QueryTime | None = Field(None, description="Only tasks created before this time.")
     limit: int = Field(50, ge=1, le=200, description="Tasks per page, at most.")
-    cursor: str | None = Field(None, max_length=60, description="`next_cursor` of the previous page.")
+    cursor: str | None = Field(None, pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")
 
 
 @task_api.delete("/task/<task_id>")

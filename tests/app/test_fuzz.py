@@ -22,7 +22,10 @@ def fuzzed_gateway(tmp_path, nats_server, valkey_server):
 def test_the_gateway_keeps_to_its_openapi_document(fuzzed_gateway, tmp_path):
     run = subprocess.run(
         [str(VENV_BIN / "schemathesis"), "--config-file", str(Path(__file__).with_name("schemathesis.toml")), "run", f"{fuzzed_gateway}/openapi.json",
-         "--checks", "all", "--max-examples", "50", "--seed", "1", "--workers", "2",
+         # All checks but use_after_free: DELETE /task/<id> cancels a task, whose record stays
+         # readable. Long polls (GET /task/<id>?wait=S) answer within 20 s by design.
+         "--checks", "all", "--exclude-checks", "use_after_free", "--request-timeout", "30", "--max-response-time", "25",
+         "--max-examples", "50", "--seed", "1", "--workers", "2",
          "--generation-database", "none", "--no-color", "--report-dir", str(tmp_path / "report")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import requests
 
-from app.tasks import TASKS
+from app import tasks
 from tests.app.helpers import submit, wait_for_state
 from tests.conftest import free_port
 
@@ -55,7 +55,7 @@ def test_queue_errors_do_not_name_servers(make_stack):
 
 
 def test_a_task_shows_its_exception_text_only_when_it_opts_in():
-    spec = TASKS["flaky"]
+    spec = tasks.flaky
     error = RuntimeError("password=hunter2 at db.internal:5432")
     assert spec.public_error(error) == "RuntimeError"
     assert replace(spec, public_errors=True).public_error(error) == "RuntimeError: password=hunter2 at db.internal:5432"
