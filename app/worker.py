@@ -13,10 +13,12 @@ import time
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from dramatiq.middleware.prometheus import Prometheus
+from dramatiq.results import Results
 from valkey.exceptions import ValkeyError
 
 from .dispatch import build_broker
 from .logs import configure_logging, current_task_id
+from .results import TaskStoreResults
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
 from .tasks import TASKS, TaskSpec
@@ -34,12 +36,14 @@ class TaskState(Middleware):
 
     Recording is best effort: a Valkey outage that outlasts the client's
     retries is logged, and the task itself still runs and is acknowledged.
+    A success and its result are recorded by the Results middleware
+    (``TaskStoreResults``), through ``record``.
     """
 
     def __init__(self, store: TaskStore) -> None:
         self.store = store
 
-    def _record(self, update, *args) -> None:
+    def record(self, update, *args) -> None:
         deadline = time.monotonic() + VALKEY_OUTAGE_BUDGET_S
         backoff = 0.1
         while True:
@@ -57,31 +61,30 @@ class TaskState(Middleware):
         current_task_id.set(message.message_id)
         attempt = message.options.get("retries", 0) + 1
         logger.info("Task started.", extra={"actor": message.actor_name, "queue": message.queue_name, "attempt": attempt})
-        self._record(self.store.mark_running, message.message_id, message.actor_name, attempt)
+        self.record(self.store.mark_running, message.message_id, message.actor_name, attempt)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         try:
             if exception is None:
-                self._record(self.store.mark_succeeded, message.message_id, result)
                 logger.info("Task succeeded.", extra={"actor": message.actor_name})
                 return
             error = f"{type(exception).__name__}: {exception}"
             if message.failed:
-                self._record(self.store.mark_failed, message.message_id, error)
+                self.record(self.store.mark_failed, message.message_id, error)
                 logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
             else:
                 # Retries ran first and counted this attempt in "retries" already.
-                self._record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), error)
+                self.record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), error)
                 logger.info("Task will be retried.", extra={"actor": message.actor_name, "error": error})
         finally:
             current_task_id.set(None)
 
     def after_skip_message(self, broker, message):
-        self._record(self.store.mark_failed, message.message_id, "skipped: older than its max_age")
+        self.record(self.store.mark_failed, message.message_id, "skipped: older than its max_age")
         current_task_id.set(None)
 
     def after_nack(self, broker, message):
-        self._record(self.store.mark_dead_lettered, message.message_id)
+        self.record(self.store.mark_dead_lettered, message.message_id)
         logger.warning("Task dead-lettered.", extra={"actor": message.actor_name, "task_id": message.message_id})
 
 
@@ -101,11 +104,14 @@ def declare_actor(broker: dramatiq.Broker, spec: TaskSpec, settings: Settings) -
 settings = Settings()
 configure_logging(settings.log_level)
 store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s)
+task_state = TaskState(store)
 broker = build_broker(
     settings,
     # Dramatiq runs "after" hooks in reverse order: TaskState comes first so
     # that it sees the message after Retries has decided about it.
-    middleware=[TaskState(store)] + [m() for m in default_middleware] + [Prometheus(), CurrentMessage()],
+    middleware=[task_state, Results(backend=TaskStoreResults(store, task_state.record), store_results=True)]
+    + [m() for m in default_middleware]
+    + [Prometheus(), CurrentMessage()],
 )
 dramatiq.set_broker(broker)
 actors = {name: declare_actor(broker, spec, settings) for name, spec in TASKS.items()}
