@@ -129,8 +129,11 @@ class ValkeyServer:
         wait_until(lambda: port_open(self.port), 10, message="valkey-server")
         return self
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.alive():
             self.process.terminate()
             self.process.wait(10)
 
