@@ -6,7 +6,7 @@ UV := $(UV_HOME)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test run bench clean system-tools diagrams
+.PHONY: venv test run bench chaos chaos-cluster clean system-tools diagrams
 
 $(UV):
 	python3 -m venv $(UV_HOME)
@@ -38,6 +38,12 @@ run: venv
 
 bench: venv
 	$(PY) tests/bench/run.py
+
+# Fault scenarios on real local processes with a ledger per scenario (chaos/harness.py);
+# `make test` runs the small size. CHAOS_ARGS="--only worker-kill nats-kill" picks scenarios.
+CHAOS_SIZE ?= full
+chaos: venv
+	$(PY) -m chaos.harness --size $(CHAOS_SIZE) --out chaos-ledger.json $(CHAOS_ARGS)
 
 # Re-render architecture/diagrams.png from architecture/diagrams.dot.
 diagrams: system-tools

@@ -144,8 +144,14 @@ class Supervisor:
 
     def stop(self) -> None:
         # A second Ctrl-C must not cut the stop short and leave processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop_all()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _stop_all(self) -> None:
         # Gateway and worker first (the worker finishes running tasks), servers last.
         for p in reversed(self.processes):
             if p.process.poll() is None:
