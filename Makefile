@@ -45,6 +45,10 @@ CHAOS_SIZE ?= full
 chaos: venv
 	$(PY) -m chaos.harness --size $(CHAOS_SIZE) --out chaos-ledger.json $(CHAOS_ARGS)
 
+# The Chaos Mesh set against the current kubectl context, with the loss check (chaos/README.md).
+chaos-cluster:
+	chaos/run-in-cluster.sh
+
 # Re-render architecture/diagrams.png from architecture/diagrams.dot.
 diagrams: system-tools
 	python3 architecture/render.py
