@@ -20,9 +20,9 @@ import random
 import signal
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -65,9 +65,9 @@ class Scenario:
         load = Load(app.gateway_url, self.size.tasks, self.size.rate, body, extra=list(extra))
         load_thread = load.start()
         fault(load)
-        fault_over = time.monotonic()
+        # Measured at once, while the rest of the load still runs.
+        recovery_s = time_to_recover(app.gateway_url, time.monotonic())
         load_thread.join()
-        recovery_s = time_to_recover(app.gateway_url, fault_over)
         records = follow(app.gateway_url, [a.task_id for a in load.accepted], self.size.drain_s)
         # The extra bodies are poison: they must end dead-lettered.
         return make_ledger(self.name, load, records, app.task_starts(), recovery_s, expected_dead=load.extra_ids,
@@ -79,69 +79,88 @@ class Scenario:
                  self.size.load_s * 4 + 60)
 
 
+@dataclass
+class System:
+    app: App
+    valkey: Valkey
+    nats: Nats | None = None  #: the single server, or
+    cluster: NatsCluster | None = None  #: the 3-node cluster
+    proxy: FaultProxy | None = None  #: between the workers and the single server
+
+
+@contextmanager
+def system(s: Scenario, *, cluster: bool = False, worker_faults: Faults | None = None, **app_options):
+    """Servers and a supervised gateway and worker of the scenario's own; all stopped afterwards."""
+    valkey = Valkey(s.directory / "valkey")
+    servers = NatsCluster(s.directory / "nats") if cluster else Nats(s.directory / "nats")
+    proxy = None
+    try:
+        servers.start(), valkey.start()
+        if cluster:
+            app_options["NATSQ_STREAM_REPLICAS"] = "3"
+        if worker_faults:
+            proxy = FaultProxy(servers.port, worker_faults, seed=11).start()
+            app_options["worker_nats_url"] = f"nats://127.0.0.1:{proxy.port}"
+        app = App(s.directory / "app", servers.url, valkey.url, **app_options)
+        try:
+            app.start()
+            yield System(app, valkey, **({"cluster": servers} if cluster else {"nats": servers}), proxy=proxy)
+        finally:
+            app.stop()
+    finally:
+        servers.stop() if cluster else servers.kill()
+        valkey.stop()
+        if proxy:
+            proxy.stop()
+
+
 def worker_kill(s: Scenario) -> Ledger:
     """Worker processes SIGKILLed every few seconds under gateway load; the supervisor restarts them."""
-    nats, valkey = Nats(s.directory / "nats"), Valkey(s.directory / "valkey")
-    nats.start(), valkey.start()
-    app = App(s.directory / "app", nats.url, valkey.url, processes=2)
-    try:
-        app.start()
+    with system(s) as sut:
         kills = 0
 
         def fault(load: Load) -> None:
             nonlocal kills
             s.at_fraction(load, 0.1)
             while not load.done.is_set():
-                children = app.worker_children()
+                children = sut.app.worker_children()
                 if children:
                     random.choice(children).kill()
                     kills += 1
                 load.done.wait(s.size.kill_every_s)
 
-        ledger = s.run(app, fault)
-        s.notes.append(f"{kills} worker processes SIGKILLed")
-        ledger.notes = "; ".join(s.notes)
+        ledger = s.run(sut.app, fault)
+        ledger.notes = f"{kills} worker processes SIGKILLed"
         return ledger
-    finally:
-        app.stop(), nats.kill(), valkey.stop()
 
 
 def nats_kill(s: Scenario) -> Ledger:
     """nats-server SIGKILLed and restarted on its store under load; producers retry under one Idempotency-Key."""
-    nats, valkey = Nats(s.directory / "nats"), Valkey(s.directory / "valkey")
-    nats.start(), valkey.start()
-    app = App(s.directory / "app", nats.url, valkey.url)
-    try:
-        app.start()
+    with system(s) as sut:
 
         def fault(load: Load) -> None:
             s.at_fraction(load, 0.3)
-            nats.kill()
+            sut.nats.kill()
             time.sleep(s.size.outage_s)
-            nats.start()
+            sut.nats.start()
 
-        return s.run(app, fault)
-    finally:
-        app.stop(), nats.kill(), valkey.stop()
+        return s.run(sut.app, fault)
 
 
 def cluster_leader_then_follower(s: Scenario) -> Ledger:
     """A 3-node cluster with R3 streams: the stream leader is killed and restarted, then a follower."""
-    cluster, valkey = NatsCluster(s.directory / "nats"), Valkey(s.directory / "valkey")
-    cluster.start(), valkey.start()
-    app = App(s.directory / "app", cluster.url, valkey.url, NATSQ_STREAM_REPLICAS="3")
-    try:
-        app.start()
-        stream = f"{app.namespace}-tasks"
+    with system(s, cluster=True) as sut:
+        nodes = sut.cluster.nodes
+        stream = f"{sut.app.namespace}-tasks"
 
         def leader() -> str | None:
-            return next((n.stream_leader(stream) for n in cluster.nodes.values() if n.stream_leader(stream)), None)
+            return next((n.stream_leader(stream) for n in nodes.values() if n.stream_leader(stream)), None)
 
         def kill_and_restart(name: str) -> None:
-            cluster.nodes[name].kill()
+            nodes[name].kill()
             time.sleep(s.size.outage_s)
-            cluster.nodes[name].start(wait=False)
-            wait_for(f"{name} to rejoin", cluster.nodes[name].healthz, 60)
+            nodes[name].start(wait=False)
+            wait_for(f"{name} to rejoin", nodes[name].healthz, 60)
 
         def fault(load: Load) -> None:
             s.at_fraction(load, 0.2)
@@ -149,65 +168,42 @@ def cluster_leader_then_follower(s: Scenario) -> Ledger:
             kill_and_restart(first)
             s.at_fraction(load, 0.6)
             current = leader()
-            follower = next(name for name in cluster.nodes if name != current)
+            follower = next(name for name in nodes if name != current)
             kill_and_restart(follower)
             s.notes.append(f"killed leader {first}, then follower {follower} (leader {current})")
 
-        return s.run(app, fault)
-    finally:
-        app.stop(), cluster.stop(), valkey.stop()
+        return s.run(sut.app, fault)
 
 
 def valkey_restart(s: Scenario) -> Ledger:
     """Valkey stopped and started again (same data) under load."""
-    nats, valkey = Nats(s.directory / "nats"), Valkey(s.directory / "valkey")
-    nats.start(), valkey.start()
-    app = App(s.directory / "app", nats.url, valkey.url)
-    try:
-        app.start()
+    with system(s) as sut:
 
         def fault(load: Load) -> None:
             s.at_fraction(load, 0.3)
-            valkey.stop()
+            sut.valkey.stop()
             time.sleep(s.size.outage_s)
-            valkey.start()
+            sut.valkey.start()
 
-        return s.run(app, fault)
-    finally:
-        app.stop(), nats.kill(), valkey.stop()
+        return s.run(sut.app, fault)
 
 
 def latency_and_loss(s: Scenario) -> Ledger:
     """100 ms ± 20 ms and 5 % loss between the workers and NATS, through a userspace fault proxy."""
-    nats, valkey = Nats(s.directory / "nats"), Valkey(s.directory / "valkey")
-    nats.start(), valkey.start()
-    proxy = FaultProxy(nats.port, Faults(latency_ms=100, jitter_ms=20, loss=0.05), seed=11).start()
-    app = App(s.directory / "app", nats.url, valkey.url, worker_nats_url=f"nats://127.0.0.1:{proxy.port}")
-    try:
-        app.start()
-
-        def fault(load: Load) -> None:
-            load.done.wait()  # the fault lasts the whole run
-
-        ledger = s.run(app, fault)
-        ledger.notes = f"{proxy.forwarded_bytes} bytes through the proxy"
+    with system(s, worker_faults=Faults(latency_ms=100, jitter_ms=20, loss=0.05)) as sut:
+        ledger = s.run(sut.app, lambda load: load.done.wait())  # the fault lasts the whole run
+        ledger.notes = f"{sut.proxy.forwarded_bytes} bytes through the proxy"
         return ledger
-    finally:
-        app.stop(), proxy.stop(), nats.kill(), valkey.stop()
 
 
 def partition(s: Scenario) -> Ledger:
     """One node of a 3-node cluster cut off from the two others (routes black-holed), then healed."""
-    cluster, valkey = NatsCluster(s.directory / "nats"), Valkey(s.directory / "valkey")
-    cluster.start(), valkey.start()
-    app = App(s.directory / "app", cluster.url, valkey.url, NATSQ_STREAM_REPLICAS="3")
-    try:
-        app.start()
-        isolated = cluster.nodes["n3"]
+    with system(s, cluster=True) as sut:
+        isolated = sut.cluster.nodes["n3"]
 
         def fault(load: Load) -> None:
             s.at_fraction(load, 0.3)
-            cluster.partition("n3", True)
+            sut.cluster.partition("n3", True)
             started = time.monotonic()
             # The partition is effective once the isolated node loses its JetStream meta leader.
             try:
@@ -216,57 +212,40 @@ def partition(s: Scenario) -> Ledger:
             except RuntimeError:
                 s.notes.append("n3 stayed healthy: partition not observed")
             time.sleep(max(s.size.outage_s - (time.monotonic() - started), 0))
-            cluster.partition("n3", False)
+            sut.cluster.partition("n3", False)
             wait_for("n3 to rejoin", isolated.healthz, 60)
 
-        return s.run(app, fault)
-    finally:
-        app.stop(), cluster.stop(), valkey.stop()
+        return s.run(sut.app, fault)
 
 
 def sigterm_long_tasks(s: Scenario) -> Ledger:
     """Workers SIGTERMed (as Kubernetes stops a pod) during long tasks; they finish, hand back, restart."""
-    nats, valkey = Nats(s.directory / "nats"), Valkey(s.directory / "valkey")
-    nats.start(), valkey.start()
     # An ack wait far above the task length: a duplicate would come from a lost hand-back, not a timeout.
-    app = App(s.directory / "app", nats.url, valkey.url, processes=1, threads=8, NATSQ_ACK_WAIT_MS="60000")
-    try:
-        app.start()
-        stops = 0
+    with system(s, processes=1, threads=8, NATSQ_ACK_WAIT_MS="60000") as sut:
+        stopped: set[int] = set()
 
         def fault(load: Load) -> None:
-            nonlocal stops
             s.at_fraction(load, 0.2)
-            stopped: set[int] = set()
             while not load.done.is_set():
                 # SIGTERM once per process, as Kubernetes does: it is busy finishing its tasks.
-                worker = app.worker().process
+                worker = sut.app.worker().process
                 if worker.poll() is None and worker.pid not in stopped:
                     worker.send_signal(signal.SIGTERM)
                     stopped.add(worker.pid)
                 load.done.wait(s.size.long_task_s * 2)
-            stops = len(stopped)
 
-        tasks = Size(**{**s.size.__dict__, "tasks": max(s.size.tasks // 4, 10), "rate": s.size.rate / 4})
-        s.size = tasks
-        ledger = s.run(app, fault, body={"actor": "wait", "payload": {"seconds": s.size.long_task_s}})
-        ledger.notes = f"{stops} SIGTERMs"
+        # Fewer, longer tasks: each worker holds several when it is stopped.
+        s.size = replace(s.size, tasks=max(s.size.tasks // 4, 10), rate=s.size.rate / 4)
+        ledger = s.run(sut.app, fault, body={"actor": "wait", "payload": {"seconds": s.size.long_task_s}})
+        ledger.notes = f"{len(stopped)} SIGTERMs"
         return ledger
-    finally:
-        app.stop(), nats.kill(), valkey.stop()
 
 
 def poison(s: Scenario) -> Ledger:
     """Poison messages (a task failing every attempt) sent through the gateway among healthy ones."""
-    nats, valkey = Nats(s.directory / "nats"), Valkey(s.directory / "valkey")
-    nats.start(), valkey.start()
-    app = App(s.directory / "app", nats.url, valkey.url)
-    try:
-        app.start()
+    with system(s) as sut:
         poison_body = {"actor": "flaky", "payload": {"failures": 50}}
-        return s.run(app, lambda load: load.done.wait(), extra=[poison_body] * s.size.poison)
-    finally:
-        app.stop(), nats.kill(), valkey.stop()
+        return s.run(sut.app, lambda load: load.done.wait(), extra=[poison_body] * s.size.poison)
 
 
 SCENARIOS: dict[str, Callable[[Scenario], Ledger]] = {
@@ -303,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the logs and data (printed directory)")
     args = parser.parse_args(argv)
     directory = Path(tempfile.mkdtemp(prefix="natsq-chaos-"))
+    # Stopped like Ctrl-C, so each scenario stops its processes on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     ledgers = run(SIZES[args.size], args.only or list(SCENARIOS), directory)
     Path(args.out).write_text(json.dumps({"size": args.size, "scenarios": [l.as_dict() for l in ledgers]}, indent=2))
     print(table(ledgers))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from app.run_local import BIN, ROOT, VALKEY_SERVER, Supervisor, http_ok, port_in_use
+from app.run_local import BIN, ROOT, VALKEY_SERVER, Supervisor, http_ok, port_in_use, wait_for
 from chaos.fault_proxy import FaultProxy
 
 
@@ -24,14 +24,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(what: str, check, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def get_json(url: str) -> dict:
