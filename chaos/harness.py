@@ -47,7 +47,7 @@ class Size:
 
 
 SIZES = {
-    "small": Size(tasks=40, rate=10, outage_s=2, kill_every_s=1.5, long_task_s=1.5, poison=1),
+    "small": Size(tasks=30, rate=10, outage_s=2, kill_every_s=1.5, long_task_s=1.5, poison=1),
     "full": Size(tasks=600, rate=20, outage_s=8, kill_every_s=4, long_task_s=4, poison=5, drain_s=300),
 }
 
