@@ -20,7 +20,9 @@ ISSUER = "https://issuer.test"
 AUDIENCE = "natsq"
 
 
-def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=60, headers=None, **claims):
+# Tokens in parametrize lists are minted at collection: an hour keeps them valid however long
+# the tests before them take on a busy machine.
+def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=3600, headers=None, **claims):
     payload = {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + expires_in, "sub": "tester", **claims}
     if scope is not None:
         payload["scope"] = scope
