@@ -63,10 +63,10 @@ def test_retries_back_off_and_are_not_swallowed_by_deduplication(broker, worker)
     broker.join("default", timeout=5_000)
     assert len(attempts) == 4
     assert broker.queue_stats("default").dead_lettered == 0
-    # Dramatiq's backoff after retry n: min_backoff * 2**n * (1 to 2), or 50-100 % of
-    # max_backoff above it. Each gap must be at least its lower bound.
+    # Dramatiq delays the retry after the n-th failure (n = 0, 1, ...) by min_backoff * 2**n
+    # times 1 to 2 (at most max_backoff). Each gap must be at least its lower bound.
     gaps_ms = [(b - a) * 1000 for a, b in zip(attempts, attempts[1:])]
-    lower_bounds_ms = [200, 400, 500]
+    lower_bounds_ms = [100, 200, 400]
     assert all(gap >= bound for gap, bound in zip(gaps_ms, lower_bounds_ms)), gaps_ms
 
 
