@@ -6,7 +6,7 @@ UV := $(UV_HOME)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test run bench clean system-tools diagrams kind-deploy
+.PHONY: venv test run bench chaos chaos-cluster clean system-tools diagrams kind-deploy
 
 $(UV):
 	python3 -m venv $(UV_HOME)
@@ -46,6 +46,16 @@ bench: venv
 # Deploy this checkout to a kind cluster and smoke-test it (needs docker, kind, kubectl).
 kind-deploy: venv
 	bash .ci/kind_deploy.sh
+
+# Fault scenarios on real local processes with a ledger per scenario (chaos/harness.py);
+# `make test` runs the small size. CHAOS_ARGS="--only worker-kill nats-kill" picks scenarios.
+CHAOS_SIZE ?= full
+chaos: venv
+	$(PY) -m chaos.harness --size $(CHAOS_SIZE) --out chaos-ledger.json $(CHAOS_ARGS)
+
+# The Chaos Mesh set against the current kubectl context, with the loss check (chaos/README.md).
+chaos-cluster:
+	chaos/run-in-cluster.sh
 
 # Re-render architecture/diagrams.png from architecture/diagrams.dot.
 diagrams: system-tools

@@ -14,6 +14,7 @@ import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage, default_middleware
+from dramatiq.results import Results
 from pydantic import ValidationError
 from valkey.exceptions import ValkeyError
 
@@ -23,6 +24,7 @@ from .heartbeats import Heartbeat
 from .history import HistoryRecorder, TaskHistory
 from .logs import configure_logging, current_task_id
 from .periodic import PeriodicSchedules
+from .results import TaskStoreResults
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
 from .worker_metrics import WorkerMetrics
@@ -40,13 +42,15 @@ class TaskState(Middleware):
 
     Recording is best effort: a Valkey outage that outlasts the client's
     retries is logged, and the task itself still runs and is acknowledged.
+    A success and its result are recorded by the Results middleware
+    (``TaskStoreResults``), through ``record``.
     """
 
     def __init__(self, store: TaskStore, tasks: dict[str, registry.TaskSpec]) -> None:
         self.store = store
         self.tasks = tasks
 
-    def _record(self, update, *args):
+    def record(self, update, *args):
         """``update(*args)``, retried through a Valkey outage; None if it never went through."""
         deadline = time.monotonic() + VALKEY_OUTAGE_BUDGET_S
         backoff = 0.1
@@ -63,7 +67,7 @@ class TaskState(Middleware):
     def before_process_message(self, broker, message):
         current_task_id.set(message.message_id)
         attempt = message.options.get("retries", 0) + 1
-        if self._record(self.store.start, message.message_id, message.actor_name, attempt) is False:
+        if self.record(self.store.start, message.message_id, message.actor_name, attempt) is False:
             logger.info("Task cancelled before it started.", extra={"actor": message.actor_name})
             raise SkipMessage("cancelled before it started")
         logger.info("Task started.", extra={"actor": message.actor_name, "queue": message.queue_name, "attempt": attempt})
@@ -71,32 +75,31 @@ class TaskState(Middleware):
     def after_process_message(self, broker, message, *, result=None, exception=None):
         try:
             if exception is None:
-                self._record(self.store.mark_succeeded, message.message_id, result)
                 logger.info("Task succeeded.", extra={"actor": message.actor_name})
                 return
             error = f"{type(exception).__name__}: {exception}"
             spec = self.tasks.get(message.actor_name)
             shown = spec.public_error(exception) if spec else type(exception).__name__
             if message.failed:
-                self._record(self.store.mark_failed, message.message_id, shown)
+                self.record(self.store.mark_failed, message.message_id, shown)
                 logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
             else:
                 # Retries ran first and counted this attempt in "retries" already.
-                self._record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), shown)
+                self.record(self.store.mark_retrying, message.message_id, message.options.get("retries", 1), shown)
                 logger.info("Task will be retried.", extra={"actor": message.actor_name, "error": error})
         finally:
             current_task_id.set(None)
 
     def after_skip_message(self, broker, message):
-        if self._record(self.store.cancel_requested, message.message_id):
-            self._record(self.store.mark_cancelled, message.message_id)
+        if self.record(self.store.cancel_requested, message.message_id):
+            self.record(self.store.mark_cancelled, message.message_id)
             logger.info("Task cancelled.", extra={"actor": message.actor_name})
         else:
-            self._record(self.store.mark_failed, message.message_id, "skipped: older than its max_age")
+            self.record(self.store.mark_failed, message.message_id, "skipped: older than its max_age")
         current_task_id.set(None)
 
     def after_nack(self, broker, message):
-        self._record(self.store.mark_dead_lettered, message.message_id)
+        self.record(self.store.mark_dead_lettered, message.message_id)
         logger.warning("Task dead-lettered.", extra={"actor": message.actor_name, "task_id": message.message_id})
 
 
@@ -163,12 +166,16 @@ store = TaskStore(connect_valkey(settings), settings.namespace, settings.result_
 task_context.bind(store)
 history = HistoryRecorder(TaskHistory(store.client, settings.namespace, settings.result_ttl_s))
 heartbeat = Heartbeat(store.client, settings.namespace, settings.heartbeat_interval_s)
+task_state = TaskState(store, tasks.tasks)
 broker = build_broker(
     settings,
     # Dramatiq runs "before" hooks in order and "after" hooks in reverse:
     # options are filtered before anything reads them, and TaskState and the
-    # history see the message after Retries has decided about it.
-    middleware=[TrustedOptions(), TaskState(store, tasks.tasks), history] + [m() for m in default_middleware]
+    # history see the message after Retries has decided about it. A success
+    # and its result are recorded by the Results middleware (TaskStoreResults).
+    middleware=[TrustedOptions(), task_state, history,
+                Results(backend=TaskStoreResults(store, task_state.record), store_results=True)]
+    + [m() for m in default_middleware]
     + [WorkerMetrics(), CurrentMessage(), PeriodicSchedules(tasks), heartbeat],
     queues=tasks.queues,
 )

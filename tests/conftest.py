@@ -25,6 +25,28 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
+#: The only tests allowed to skip, and why: what this machine cannot run. Any
+#: other skip fails the run, so a placeholder cannot pass for a test.
+SKIP_ALLOWED = {
+    "tests/terraform/test_terraform_cli.py::test_init_validate_and_test":
+        "providers without a local binary cannot be fetched: the Terraform registry is unreachable offline",
+    "tests/terraform/test_terraform_structure.py::test_lock_file_covers_every_provider":
+        "a provider lock file can only be generated with registry access",
+    "tests/observability/test_observability_logs.py::test_alloy_fmt_accepts_config":
+        "the alloy binary is not on PyPI, Debian or npm",
+}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and item.nodeid.split("[")[0] not in SKIP_ALLOWED:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and not in SKIP_ALLOWED (tests/conftest.py): {reason}"
+    return report
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,8 +152,11 @@ class ValkeyServer:
         wait_until(lambda: port_open(self.port), 10, message="valkey-server")
         return self
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.alive():
             self.process.terminate()
             self.process.wait(10)
 
