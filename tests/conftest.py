@@ -25,6 +25,28 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
+#: The only tests allowed to skip, and why: what this machine cannot run. Any
+#: other skip fails the run, so a placeholder cannot pass for a test.
+SKIP_ALLOWED = {
+    "tests/terraform/test_terraform_cli.py::test_init_validate_and_test":
+        "providers without a local binary cannot be fetched: the Terraform registry is unreachable offline",
+    "tests/terraform/test_terraform_structure.py::test_lock_file_covers_every_provider":
+        "a provider lock file can only be generated with registry access",
+    "tests/observability/test_observability_logs.py::test_alloy_fmt_accepts_config":
+        "the alloy binary is not on PyPI, Debian or npm",
+}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and item.nodeid.split("[")[0] not in SKIP_ALLOWED:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and not in SKIP_ALLOWED (tests/conftest.py): {reason}"
+    return report
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,10 +72,11 @@ def port_open(port: int) -> bool:
 
 
 class NatsServer:
-    """A nats-server with JetStream, the project's config, and its own store."""
+    """A nats-server with JetStream, the project's config (or another), and its own store."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, config: Path = ROOT / "broker" / "nats-server.conf") -> None:
         self.store_dir = store_dir
+        self.config = config
         self.port = free_port()
         self.monitor_port = free_port()
         self.process: subprocess.Popen | None = None
@@ -71,7 +94,7 @@ class NatsServer:
         self.process = subprocess.Popen(
             [
                 str(VENV_BIN / "nats-server"),
-                "-c", str(ROOT / "broker" / "nats-server.conf"),
+                "-c", str(self.config),
                 "-a", "127.0.0.1",
                 "-p", str(self.port),
                 "-m", str(self.monitor_port),
@@ -129,8 +152,11 @@ class ValkeyServer:
         wait_until(lambda: port_open(self.port), 10, message="valkey-server")
         return self
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.alive():
             self.process.terminate()
             self.process.wait(10)
 

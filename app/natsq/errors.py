@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: Seconds a client should wait before retrying after a 503.
+RETRY_AFTER_S = 5
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, *, field: str | None = None, headers: dict | None = None):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import dramatiq
@@ -17,21 +19,26 @@ from werkzeug.exceptions import HTTPException
 
 from dramatiq_nats import NatsBroker
 
-from . import metrics
+from . import metrics, registry
 from .auth import TokenVerifier, require_scope
+from .callers import current_caller, task_for_caller
 from .dispatch import build_broker
-from .errors import ApiError
+from .errors import RETRY_AFTER_S, ApiError
+from .limits import CallerLimits
 from .logs import configure_logging, current_task_id
 from .settings import Settings
-from .store import TaskStore, connect_valkey, is_unavailable
-from .tasks import TASKS
+from .store import IdempotencyConflict, TaskStore, connect_valkey, is_full, is_unavailable
 
 logger = logging.getLogger("natsq.gateway")
 
 #: Longest delay a task may ask for (7 days, in ms).
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000
-#: Seconds a client should wait before retrying after a 503.
-RETRY_AFTER_S = 5
+#: Longest long poll of GET /task/<id>?wait=S: a client that waits longer asks again.
+MAX_WAIT_S = 20
+#: Deepest nesting of arrays and objects a request body may have; payloads are flat records.
+MAX_JSON_DEPTH = 32
+#: What an Idempotency-Key may hold: 1 to 255 printable ASCII characters.
+IDEMPOTENCY_KEY_PATTERN = r"[\x20-\x7e]{1,255}"
 
 
 class TaskRequest(BaseModel):
@@ -48,7 +55,9 @@ class Services:
     settings: Settings
     broker: NatsBroker
     store: TaskStore
+    limits: CallerLimits
     verifier: TokenVerifier | None
+    tasks: registry.Registry
 
     def warm_up(self) -> None:
         """Connect to NATS and Valkey ahead of the first request (best effort)."""
@@ -71,19 +80,21 @@ api = Blueprint("api", __name__)
 def submit_task():
     body = _json_body()
     try:
-        submitted = TaskRequest.model_validate(body)
+        # Strict: JSON types as the OpenAPI document states them (no "5" for 5, no false for 0).
+        submitted = TaskRequest.model_validate(body, strict=True)
     except ValidationError as e:
         raise _unprocessable(e) from None
-    spec = TASKS.get(submitted.actor)
+    public = services().tasks.public
+    spec = public.get(submitted.actor)
     if spec is None:
-        raise ApiError(422, "invalid_request", f"unknown actor {submitted.actor!r}; known: {', '.join(sorted(TASKS))}", field="actor")
+        raise ApiError(422, "invalid_request", f"unknown actor {submitted.actor!r}; known: {', '.join(sorted(public))}", field="actor")
     try:
-        payload = spec.payload.model_validate(submitted.payload)
+        payload = spec.validate(submitted.payload)
     except ValidationError as e:
         raise _unprocessable(e, prefix="payload") from None
     idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 255 and idempotency_key.isprintable()):
-        raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 255 printable characters", field="Idempotency-Key")
+    if idempotency_key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
+        raise ApiError(400, "bad_request", "Idempotency-Key must be 1 to 255 printable ASCII characters", field="Idempotency-Key")
 
     svc = services()
     message = dramatiq.Message(
@@ -100,19 +111,40 @@ def submit_task():
         replayable["message"] = message.encode()
         if submitted.delay_ms:
             replayable["not_before_ms"] = int(time.time() * 1000) + submitted.delay_ms
-    existing = svc.store.create(task_id, spec.name, idempotency_key=idempotency_key, **replayable)
+    owner = current_caller().owner
+    svc.limits.admit(owner, task_id)
+    try:
+        existing = svc.store.create(
+            task_id, spec.name, owner=owner, idempotency_key=idempotency_key,
+            fingerprint=_fingerprint(message, submitted.delay_ms), **replayable,
+        )
+    except IdempotencyConflict:
+        svc.limits.release(owner, task_id)
+        raise ApiError(
+            422, "idempotency_key_reused", "this Idempotency-Key was used for a different request",
+            field="Idempotency-Key",
+        ) from None
     if existing is not None:
+        svc.limits.release(owner, task_id)
         return _replay(svc, existing)
     try:
         _enqueue(svc, message, submitted.delay_ms)
     except ApiError:
         if idempotency_key is None:
             svc.store.forget(task_id)  # the client retries with a new request
+            svc.limits.release(owner, task_id)
         raise
     if idempotency_key:
         svc.store.mark_published(task_id)
+    metrics.TASKS_SUBMITTED.labels(spec.queue, spec.name).inc()
     logger.info("Task accepted.", extra={"actor": spec.name, "queue": spec.queue, "delay_ms": submitted.delay_ms})
     return _accepted(task_id, "queued")
+
+
+def _fingerprint(message: dramatiq.Message, delay_ms: int | None) -> str:
+    """What makes two requests "the same" for an Idempotency-Key: actor, validated payload, delay."""
+    canonical = json.dumps([message.actor_name, message.kwargs, delay_ms], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> None:
@@ -157,10 +189,17 @@ def _accepted(task_id: str, state: str) -> Response:
 @require_scope("tasks:read")
 def get_task(task_id: str):
     current_task_id.set(task_id)
-    task = services().store.get(task_id) if _is_uuid(task_id) else None
-    if task is None:
-        raise ApiError(404, "not_found", f"no task {task_id!r} (unknown, or its record expired)")
-    return jsonify({k: v for k, v in task.items() if not k.startswith("_")})
+    wait_s = _wait_seconds(request.args.get("wait"))
+    store = services().store
+    task = task_for_caller(store, task_id)
+    if wait_s:
+        task = store.wait(task_id, wait_s) or task
+    return jsonify(public_view(task))
+
+
+def public_view(task: dict) -> dict:
+    """A task record without the store's internal fields."""
+    return {k: v for k, v in task.items() if not k.startswith("_")}
 
 
 @api.get("/stats")
@@ -171,7 +210,8 @@ def get_stats():
     try:
         queues = {name: vars(counts) for name, counts in svc.broker.stats().items()}
     except BrokerError as e:
-        raise ApiError(503, "unavailable", f"queue counts are unavailable: {e}", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        logger.error("Queue counts unavailable: %s", e)  # the text names servers: for the log only
+        raise ApiError(503, "unavailable", "queue counts are unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     return jsonify(
         {
             "valkey": {"keys": valkey_stats["keys"]},
@@ -223,10 +263,28 @@ def openapi_document():
 def _json_body() -> object:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    too_deep = ApiError(400, "bad_request", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nesting deeper than the parser's recursion limit
+        raise too_deep from None
     if body is None:
         raise ApiError(400, "bad_request", "the body is not valid JSON")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise too_deep
     return body
+
+
+def _depth(value: object) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (without recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _unprocessable(error: ValidationError, prefix: str | None = None) -> ApiError:
@@ -236,11 +294,17 @@ def _unprocessable(error: ValidationError, prefix: str | None = None) -> ApiErro
     return ApiError(422, "invalid_request", f"{field}: {first['msg']}" if field else first["msg"], field=field)
 
 
-def _is_uuid(value: str) -> bool:
+def _wait_seconds(value: str | None) -> float:
+    """``?wait=S``: how long to wait for the task to end, up to MAX_WAIT_S."""
+    if value is None:
+        return 0.0
     try:
-        return str(uuid.UUID(value)) == value
+        seconds = float(value)
     except ValueError:
-        return False
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_S:  # also refuses nan and inf
+        raise ApiError(422, "invalid_request", f"wait: a number of seconds from 0 to {MAX_WAIT_S}", field="wait")
+    return seconds
 
 
 def _render_error(error: ApiError) -> Response:
@@ -259,10 +323,17 @@ def _register_error_handlers(app: Flask) -> None:
         message = e.description
         if e.code == 413:
             message = f"the body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes"
-        return _render_error(ApiError(e.code or 400, code, message))
+        # Keeps what the exception adds, such as Allow on a 405.
+        headers = {name: value for name, value in e.get_headers() if name.lower() != "content-type"}
+        return _render_error(ApiError(e.code or 400, code, message, headers=headers))
 
     @app.errorhandler(valkey.exceptions.ValkeyError)
     def storage_error(e: valkey.exceptions.ValkeyError):
+        if is_full(e):
+            logger.error("Valkey is full: %s", e)
+            metrics.ENQUEUE_FAILURES.labels(reason="valkey_unavailable").inc()
+            return _render_error(ApiError(503, "storage_full", "task storage is full; nothing was accepted",
+                                          headers={"Retry-After": str(RETRY_AFTER_S)}))
         if not is_unavailable(e):
             return unexpected(e)
         logger.error("Valkey unavailable: %s", e)
@@ -273,6 +344,12 @@ def _register_error_handlers(app: Flask) -> None:
     def unexpected(e: Exception):
         logger.exception("Unhandled error.")
         return _render_error(ApiError(500, "internal_error", "an internal error occurred"))
+
+
+def _no_store(response: Response) -> Response:
+    """Task results and errors are per caller: no shared cache may keep any answer."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def _register_metrics(app: Flask) -> None:
@@ -296,15 +373,29 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
+    valkey_client = connect_valkey(settings)
     app.extensions["natsq"] = Services(
         settings=settings,
-        broker=build_broker(settings, middleware=[]),
-        store=TaskStore(connect_valkey(settings), settings.namespace, settings.result_ttl_s),
+        broker=build_broker(settings, middleware=[], queues=tasks.queues),
+        store=TaskStore(valkey_client, settings.namespace, settings.result_ttl_s),
+        limits=CallerLimits(valkey_client, settings.namespace, per_minute=settings.rate_limit_per_minute,
+                            max_outstanding=settings.max_outstanding_tasks, ttl_s=settings.result_ttl_s),
         verifier=TokenVerifier(settings) if settings.auth else None,
+        tasks=tasks,
     )
+    from .task_api import task_api  # imports this module's helpers
+
     app.register_blueprint(api)
+    app.register_blueprint(task_api)
+    from .admin import admin_api  # imports this module
+    from .console import console
+
+    app.register_blueprint(admin_api)
+    app.register_blueprint(console)
     _register_error_handlers(app)
     _register_metrics(app)
+    app.after_request(_no_store)
     return app
 
 

@@ -35,6 +35,12 @@ ENQUEUE_FAILURE_REASONS = ("nats_unavailable", "valkey_unavailable")
 for _reason in ENQUEUE_FAILURE_REASONS:
     ENQUEUE_FAILURES.labels(reason=_reason)
 
+TASKS_SUBMITTED = Counter(
+    "natsq_tasks_submitted_total",
+    "Tasks accepted (202) and durably enqueued, by queue and actor (idempotent replays not counted).",
+    ["queue_name", "actor_name"],
+)
+
 PUBLISH_LATENCY = Histogram(
     "natsq_publish_duration_seconds",
     "Time until JetStream acknowledged a task's message.",

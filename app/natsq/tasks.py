@@ -1,19 +1,15 @@
-"""The tasks producers may submit: name, payload schema, queue, retry policy, code.
-
-The gateway validates payloads against these schemas; the worker turns each
-task into a Dramatiq actor. Task functions receive the validated payload as
-keyword arguments and return a JSON-serialisable result.
-"""
+"""The example tasks, one task module like any user's (``NATSQ_TASK_MODULES=natsq.tasks``, the default)."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict, Field
+
+from .registry import task
 
 
 class Payload(BaseModel):
@@ -37,6 +33,7 @@ class TransientError(Exception):
     """A failure worth retrying."""
 
 
+@task(payload=CountPrimesPayload, time_limit_ms=300_000)
 def count_primes(limit: int) -> dict[str, int]:
     """CPU-bound: a sieve of Eratosthenes."""
     sieve = bytearray([1]) * limit
@@ -47,41 +44,17 @@ def count_primes(limit: int) -> dict[str, int]:
     return {"limit": limit, "primes": sum(sieve)}
 
 
+@task(payload=WaitPayload, time_limit_ms=3_700_000)
 def wait(seconds: float) -> dict[str, float]:
     """I/O-bound: waits, like a call to a slow service (long tasks, graceful shutdown)."""
     time.sleep(seconds)
     return {"waited_seconds": seconds}
 
 
+@task(payload=FlakyPayload, max_retries=3)
 def flaky(failures: int, message: str = "ok") -> dict[str, Any]:
     """Fails its first ``failures`` attempts (retries, then dead letters)."""
     attempt = CurrentMessage.get_current_message().options.get("retries", 0) + 1
     if attempt <= failures:
         raise TransientError(f"attempt {attempt} of {failures + 1} fails on purpose")
     return {"message": message, "attempts": attempt}
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    payload: type[Payload]
-    fn: Callable[..., Any]
-    queue: str = "default"
-    max_retries: int = 3
-    time_limit_ms: int = 3_600_000
-
-    @property
-    def description(self) -> str:
-        return (self.fn.__doc__ or "").strip()
-
-
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec("count_primes", CountPrimesPayload, count_primes, time_limit_ms=300_000),
-        TaskSpec("wait", WaitPayload, wait, time_limit_ms=3_700_000),
-        TaskSpec("flaky", FlakyPayload, flaky, max_retries=3),
-    )
-}
-
-QUEUES: frozenset[str] = frozenset(spec.queue for spec in TASKS.values())

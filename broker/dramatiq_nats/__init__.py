@@ -6,14 +6,20 @@
 
 from .broker import DEFAULT_URL, NatsBroker, QueueStats
 from .connection import MIN_SERVER_VERSION, ServerTooOld
-from .consumer import NatsMessage
+from .consumer import DeadLettered, NatsMessage
+from .dead_letters import DeadLetter
+from .errors import EnqueueFailed, PublishRejected
 from .topology import encode_queue_name
 
 __all__ = [
     "DEFAULT_URL",
+    "DeadLetter",
+    "DeadLettered",
+    "EnqueueFailed",
     "MIN_SERVER_VERSION",
     "NatsBroker",
     "NatsMessage",
+    "PublishRejected",
     "QueueStats",
     "ServerTooOld",
     "encode_queue_name",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import logging
 import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 class EventLoopThread:
@@ -46,6 +49,12 @@ class EventLoopThread:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
             loop.run_forever()
+            # Stopped: end what is left (a client whose close could not finish).
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            loop.close()
 
         thread = threading.Thread(target=run, name=self._name, daemon=True)
         thread.start()
@@ -79,12 +88,19 @@ class EventLoopThread:
     def call_soon(self, callback: Any, *args: Any) -> None:
         self.loop.call_soon_threadsafe(callback, *args, context=contextvars.Context())
 
-    def stop(self) -> None:
-        """Stop this process's loop, if it has one."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop this process's loop, if it has one; never raises.
+
+        The loop's thread closes it once stopped. A loop that does not stop
+        within ``timeout`` seconds (a callback blocks it, or this is its own
+        thread) is left to stop by itself, and forgotten.
+        """
         if self._pid != os.getpid() or self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        self._loop.close()
+        loop, thread = self._loop, self._thread
         self._pid = self._loop = self._thread = None
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("The NATS event loop did not stop within %s s; leaving it behind.", timeout)

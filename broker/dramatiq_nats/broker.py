@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import math
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 from dramatiq.broker import Broker
 from dramatiq.common import current_millis
-from dramatiq.errors import ConnectionClosed, QueueJoinTimeout, QueueNotFound
+from dramatiq.errors import (
+    BrokerConnectionError,
+    BrokerError,
+    ConnectionClosed,
+    ConnectionFailed,
+    QueueJoinTimeout,
+    QueueNotFound,
+)
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
-from nats.js.api import StorageType
+from nats.js.api import ConsumerInfo, StorageType
+from nats.js.errors import NotFoundError
 
+from . import followups, repeating
 from ._loop import EventLoopThread
 from .connection import Connection, build_connect_options
 from .consumer import NatsConsumer, NatsMessage
-from .topology import Topology, encode_queue_name
+from .dead_letters import DeadLetters
+from .errors import EnqueueFailed
+from .topology import DUE_HEADER, SCHEDULE_LEAD_MS, Topology, encode_queue_name
+
+_NUM_PENDING = "Nats-Num-Pending"
 
 #: Default server list, like RedisBroker's default URL.
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -71,6 +87,8 @@ class NatsBroker(Broker):
         raises ``ConnectionClosed``.
       connect_timeout_ms: Timeout of the first connection attempt.
       tls_ca_file, tls_cert_file, tls_key_file: TLS settings.
+      declare: Create or update the streams and consumers. False for a NATS
+        user allowed only to publish or consume: someone else declared them.
       **options: Passed to ``nats.connect`` (``user``, ``password``,
         ``token``, ``user_credentials``, ``nkeys_seed``, ...).
     """
@@ -91,9 +109,11 @@ class NatsBroker(Broker):
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
+        declare: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(middleware=middleware)
+        self.add_middleware(followups.FollowUps())
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         servers = [u.strip() for u in url.split(",")] if isinstance(url, str) else list(url)
@@ -105,6 +125,9 @@ class NatsBroker(Broker):
             dead_letter_ttl_ms=dead_letter_ttl_ms,
         )
         self.max_deliveries = max_deliveries
+        # False: streams and consumers exist already (an admin declared them); this
+        # broker's NATS user then needs no permission to create or change them.
+        self._declare = declare
         self.publish_timeout_s = publish_timeout_ms / 1000
         # Blocking calls other than publishing (consumer set-up, stats) get
         # the same budget, plus a margin for the first connection.
@@ -119,6 +142,7 @@ class NatsBroker(Broker):
             options=options,
         )
         self._loop = EventLoopThread("natsq-nats")
+        self._connection_lock = threading.Lock()
         self._connection_pid: int | None = None
         self._connection_obj: Connection | None = None
 
@@ -128,8 +152,10 @@ class NatsBroker(Broker):
     def _connection(self) -> Connection:
         """This process's connection (a forked child gets its own)."""
         if self._connection_pid != os.getpid():
-            self._connection_obj = Connection(self._loop, self.topology, self._connect_options)
-            self._connection_pid = os.getpid()
+            with self._connection_lock:  # threads racing here must share one
+                if self._connection_pid != os.getpid():
+                    self._connection_obj = Connection(self._loop, self.topology, self._connect_options, self._declare)
+                    self._connection_pid = os.getpid()
         assert self._connection_obj is not None
         return self._connection_obj
 
@@ -140,9 +166,13 @@ class NatsBroker(Broker):
         """Connect and declare the streams now rather than on first use.
 
         Raises:
-          ConnectionFailed: NATS is unreachable, or the server is too old.
+          ConnectionFailed: NATS is unreachable (the connection keeps being
+            tried in the background), or the server is too old.
         """
-        self._run(self._connection.open())
+        try:
+            self._run(self._connection.open())
+        except ConnectionClosed as e:
+            raise ConnectionFailed(str(e)) from None
 
     @property
     def connected(self) -> bool:
@@ -150,16 +180,29 @@ class NatsBroker(Broker):
         return self._connection.connected
 
     def close(self) -> None:
-        """Flush pending acks, close this process's connection and its loop."""
+        """Flush pending acks, close this process's connection and its loop.
+
+        Never raises. Consumers of the closed connection stop working: a late
+        ack is dropped (the message is redelivered after its ack wait) rather
+        than starting a new connection.
+        """
         if self._connection_pid == os.getpid() and self._connection_obj is not None:
             try:
-                self._loop.run(self._connection_obj.close(), 5)
+                self._connection_obj.close(timeout=5)
             except Exception:
                 self.logger.warning("Could not close the NATS connection cleanly.", exc_info=True)
             self._connection_obj = self._connection_pid = None
         self._loop.stop()
 
     # -- Dramatiq's Broker interface -------------------------------------------
+
+    def add_middleware(self, middleware: Middleware, **options: Any) -> None:
+        super().add_middleware(middleware, **options)
+        # FollowUps must stay last: see followups.py.
+        marker = next((m for m in self.middleware if isinstance(m, followups.FollowUps)), None)
+        if marker is not None and self.middleware[-1] is not marker:
+            self.middleware.remove(marker)
+            self.middleware.append(marker)
 
     def declare_queue(self, queue_name: str) -> None:
         """Declare a queue; its JetStream consumer is created on first use."""
@@ -188,6 +231,7 @@ class NatsBroker(Broker):
         return NatsConsumer(
             self._connection,
             queue_name,
+            broker=self,
             prefetch=prefetch,
             timeout_ms=timeout,
             max_deliveries=self.max_deliveries,
@@ -199,67 +243,134 @@ class NatsBroker(Broker):
 
         ``delay`` (ms) turns it into a server-side message schedule: it
         survives restarts of every process, and no worker holds it meanwhile.
+        The caller's message is left as it is; the stored copy is returned.
 
         Raises:
           QueueNotFound: If the queue hasn't been declared.
           ConnectionClosed: If JetStream did not acknowledge it in time.
+          PublishRejected: If JetStream refused it for good (too large, store full).
         """
-        return self.enqueue_many([message], delay=delay)[0]
+        try:
+            return self.enqueue_many([message], delay=delay)[0]
+        except EnqueueFailed as e:
+            [(_, error)] = e.failed
+            self._note_follow_up_failure(message, delay, error)
+            raise error from None
+        except (QueueNotFound, BrokerConnectionError) as e:
+            self._note_follow_up_failure(message, delay, e)
+            raise
+
+    def _note_follow_up_failure(self, message: Message, delay: Optional[int], error: BrokerError) -> None:
+        """Middleware finishing a delivery of this thread enqueues its follow-ups here;
+        Dramatiq would log the error and acknowledge the delivery as if they had been stored."""
+        finishing = followups.finishing()
+        if isinstance(finishing, NatsMessage):
+            publishes = [] if isinstance(error, QueueNotFound) else [self._outgoing(*self._stored_copy(message, delay))]
+            finishing.follow_ups_failed(message, publishes, error, delay)
 
     def enqueue_many(self, messages: Iterable[Message], *, delay: Optional[int] = None) -> list[Message]:
-        """Publish many messages with their acknowledgements gathered.
+        """Publish many messages with their acknowledgements gathered; the stored copies.
 
-        All are stored when it returns. On an error some may be stored;
-        enqueueing the same messages again is safe: within the stream's
-        duplicate window JetStream drops the copies.
+        Raises:
+          QueueNotFound: If a queue hasn't been declared (nothing is published).
+          ConnectionFailed: If NATS cannot be reached (nothing is published).
+          EnqueueFailed: Some were not stored; it lists which were and which
+            were not. Enqueueing the same messages again is safe: within the
+            stream's duplicate window JetStream drops the copies.
         """
         messages = list(messages)
         for message in messages:
             if message.queue_name not in self.queues:
                 raise QueueNotFound(message.queue_name)
-        for message in messages:
-            self.emit_before("enqueue", message, delay)
+        outgoing = [self._stored_copy(message, delay) for message in messages]
+        copies = [copy for copy, _ in outgoing]
+        for copy in copies:
+            self.emit_before("enqueue", copy, delay)
         connection = self._connection
         if not connection.connected:
             self._run(connection.open())
         pending = [
-            connection.publisher.submit(*self._outgoing(message, delay), self.publish_timeout_s)
-            for message in messages
+            connection.publisher.submit(*self._outgoing(copy, copy_delay), self.publish_timeout_s)
+            for copy, copy_delay in outgoing
         ]
-        try:
-            for future in pending:
-                try:
-                    future.result(self.publish_timeout_s + 1)
-                except concurrent.futures.TimeoutError:
-                    raise ConnectionClosed("JetStream did not acknowledge the message in time") from None
-        except ConnectionClosed:
-            for message in messages:
-                if isinstance(message, NatsMessage):  # a retry of a delivery this process holds
-                    message.copy_not_published()
-            raise
-        for message in messages:
-            self.emit_after("enqueue", message, delay)
-        return messages
+        errors = [self._publish_error(future) for future in pending]
+        stored = [copy for copy, error in zip(copies, errors) if error is None]
+        for copy in stored:
+            self.emit_after("enqueue", copy, delay)
+        if len(stored) < len(copies):
+            raise EnqueueFailed(stored, [(copy, error) for copy, error in zip(copies, errors) if error is not None])
+        return copies
 
-    def _outgoing(self, message: Message, delay: Optional[int]) -> tuple[str, bytes, dict[str, str]]:
-        """Subject, body and headers of one publish."""
-        eta = message.options.pop("eta", None)
+    def _publish_error(self, future: concurrent.futures.Future) -> BrokerError | None:
+        """What went wrong with one publish, or None once JetStream stored it."""
+        try:
+            future.result(self.publish_timeout_s + 1)
+        except concurrent.futures.TimeoutError:
+            return ConnectionClosed("JetStream did not acknowledge the message in time")
+        except concurrent.futures.CancelledError:
+            return ConnectionClosed("the publish was cancelled")
+        except BrokerError as e:
+            return e
+        return None
+
+    @staticmethod
+    def _stored_copy(message: Message, delay: Optional[int]) -> tuple[Message, Optional[int]]:
+        """The message as it is stored, and its delay; the caller's message stays as it is."""
+        options = dict(message.options)
+        eta = options.pop("eta", None)
         if eta is not None and delay is None:
             # A message from elsewhere with Dramatiq's eta: schedule it here
             # rather than let a worker hold it in memory.
             delay = max(int(eta) - current_millis(), 0)
+        return Message(**{**message.asdict(), "options": options}), delay
+
+    def _outgoing(self, message: Message, delay: Optional[int]) -> tuple[str, bytes, dict[str, str]]:
+        """Subject, body and headers of one publish."""
         # Stable across retried publishes of this enqueue, different for each
-        # Dramatiq retry (same message_id, more retries): JetStream's
-        # de-duplication then drops only true duplicates.
-        publish_id = f"{message.message_id}-{message.options.get('retries', 0)}"
-        headers = {"Nats-Msg-Id": publish_id}
+        # Dramatiq retry (same message_id, more retries) and for each queue the
+        # same message goes to: JetStream's de-duplication then drops only
+        # true duplicates. Encoded queue names never contain "/".
+        attempt = f"{message.message_id}-{message.options.get('retries', 0)}"
+        headers = {"Nats-Msg-Id": f"{self.topology.consumer_name(message.queue_name)}/{attempt}"}
         queue_subject = self.topology.queue_subject(message.queue_name)
         if not delay:
             return queue_subject, message.encode(), headers
-        due = datetime.now(timezone.utc) + timedelta(milliseconds=delay)
-        headers["Nats-Schedule"] = "@at " + due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        due_ms = math.ceil(time.time() * 1000) + delay  # rounded up: never due before the delay is over
+        headers[DUE_HEADER] = str(due_ms)
+        if delay <= SCHEDULE_LEAD_MS:
+            # Due sooner than the server's scheduler could fire it: published
+            # at once, and the consumer that receives it holds it until due.
+            return queue_subject, message.encode(), headers
+        # The server's scheduler fires up to a quarter of a second late, so the
+        # schedule fires early and the consumer holds the message until due.
+        fire_at = datetime.fromtimestamp((due_ms - SCHEDULE_LEAD_MS) / 1000, timezone.utc)
+        headers["Nats-Schedule"] = "@at " + fire_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         headers["Nats-Schedule-Target"] = queue_subject
-        return self.topology.schedule_subject(message.queue_name, publish_id), message.encode(), headers
+        return self.topology.schedule_subject(message.queue_name, attempt), message.encode(), headers
+
+    def schedule_repeating(self, message: Message, schedule: str, *, name: str) -> bool:
+        """Have JetStream enqueue ``message`` on a schedule, for ever.
+
+        ``schedule`` is ``@every <duration>`` (``@every 10m``), ``@hourly``
+        and the like, or cron with six fields, seconds first. One schedule per
+        queue and ``name``: declaring it again replaces it, and does nothing
+        when unchanged, so every process may declare it at start-up; it fires
+        once per tick however many do. Each firing reaches the workers with a
+        message id of its own. Returns whether the schedule was (re)stored.
+
+        Raises:
+          QueueNotFound: If the queue hasn't been declared.
+          ConnectionClosed: If JetStream did not store it in time.
+        """
+        if message.queue_name not in self.queues:
+            raise QueueNotFound(message.queue_name)
+        return self._run(repeating.declare(self._connection, message, schedule, name, self.publish_timeout_s))
+
+    def unschedule_repeating(self, queue_name: str, name: str) -> None:
+        """Remove a repeating schedule (nothing happens if there is none)."""
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        self._run(repeating.remove(self._connection, queue_name, name))
 
     def flush(self, queue_name: str) -> None:
         """Drop every pending and scheduled message of a queue."""
@@ -271,6 +382,7 @@ class NatsBroker(Broker):
         """Drop every message of every declared queue, and all dead letters."""
 
         async def purge_all() -> None:
+            await self._connection.open()
             for queue_name in self.queues:
                 await self._purge(queue_name)
             await self._connection.js.purge_stream(self.topology.dead_letter_stream)
@@ -304,6 +416,11 @@ class NatsBroker(Broker):
 
     # -- operators ----------------------------------------------------------
 
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """List, inspect, replay, delete and purge the dead letters of each queue."""
+        return DeadLetters(self)
+
     def queue_stats(self, queue_name: str) -> QueueStats:
         """Counts of one declared queue."""
         if queue_name not in self.queues:
@@ -321,18 +438,52 @@ class NatsBroker(Broker):
         return self._run(collect())
 
     async def _queue_stats(self, queue_name: str) -> QueueStats:
+        # Read only: a producer that reads stats creates no consumer.
         connection = self._connection
-        await connection.ensure_consumer(queue_name)
+        await connection.open()
         js, topology = connection.js, self.topology
         consumer, scheduled, dead = await asyncio.gather(
-            js.consumer_info(topology.task_stream, topology.consumer_name(queue_name)),
-            js.stream_info(topology.task_stream, subjects_filter=topology.schedule_filter(queue_name)),
+            self._consumer_info(queue_name),
+            self._count_scheduled(queue_name),
             js.stream_info(topology.dead_letter_stream, subjects_filter=topology.dead_letter_subject(queue_name)),
         )
+        if consumer is None:  # no worker has consumed the queue yet: nothing is in flight
+            queued = await js.stream_info(topology.task_stream, subjects_filter=topology.queue_subject(queue_name))
+            pending, in_flight, redelivered = sum((queued.state.subjects or {}).values()), 0, 0
+        else:
+            pending, in_flight, redelivered = consumer.num_pending, consumer.num_ack_pending, consumer.num_redelivered
         return QueueStats(
-            pending=consumer.num_pending or 0,
-            in_flight=consumer.num_ack_pending or 0,
-            redelivered=consumer.num_redelivered or 0,
-            scheduled=sum((scheduled.state.subjects or {}).values()),
+            pending=pending or 0,
+            in_flight=in_flight or 0,
+            redelivered=redelivered or 0,
+            scheduled=scheduled,
             dead_lettered=sum((dead.state.subjects or {}).values()),
         )
+
+    async def _consumer_info(self, queue_name: str) -> ConsumerInfo | None:
+        try:
+            return await self._connection.js.consumer_info(
+                self.topology.task_stream, self.topology.consumer_name(queue_name)
+            )
+        except NotFoundError:
+            return None
+
+    async def _count_scheduled(self, queue_name: str) -> int:
+        """Scheduled messages of a queue, in one request whatever their number.
+
+        Every schedule has a subject of its own, so a stream info filtered to
+        them would list every one (paged at 100,000 by the server). A batched
+        direct get of the first one instead carries the number of those after
+        it (``Nats-Num-Pending``).
+        """
+        # Delayed messages only: repeating schedules never run out, they are not work waiting to run.
+        request = {"next_by_subj": self.topology.delayed_filter(queue_name), "batch": 1}
+        reply = await self._connection.nc.request(
+            f"$JS.API.DIRECT.GET.{self.topology.task_stream}", json.dumps(request).encode(), timeout=self.publish_timeout_s
+        )
+        status = reply.headers.get("Status") if reply.headers else None
+        if status == "404":
+            return 0
+        if status or not reply.headers.get(_NUM_PENDING):
+            raise ConnectionClosed(f"cannot count scheduled messages: {reply.headers}")
+        return int(reply.headers[_NUM_PENDING]) + 1

@@ -8,16 +8,22 @@ import concurrent.futures
 import functools
 import itertools
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import BrokerError, ConnectionClosed
 from nats.aio.msg import Msg
+
+from .errors import PublishRejected
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+logger = logging.getLogger(__name__)
 
 #: Seconds one attempt waits for its PubAck before it is retried.
 ATTEMPT_TIMEOUT_S = 2.0
@@ -42,6 +48,12 @@ _RETRYABLE = (
     nats.js.errors.ServiceUnavailableError,
 )
 
+#: JetStream error codes that no retry can clear: the server's storage is
+#: exhausted (insufficient resources, storage resources exceeded), the stream
+#: is full (store failed: maximum messages/bytes), or the message is larger
+#: than the stream's max_msg_size.
+_REJECTED_ERR_CODES = frozenset({10023, 10047, 10054, 10077})
+
 
 @dataclass(eq=False)
 class _Publish:
@@ -52,19 +64,45 @@ class _Publish:
     result: concurrent.futures.Future
 
 
+class _ReplyDispatch:
+    """Hands every message of a subscription to ``handler`` from nats-py's reader itself.
+
+    nats-py's ``subscribe(future=...)`` resolves the future inside its read loop, with no
+    queue and no task in between; a subscription with ``cb`` instead queues each message for a
+    task of its own, two more event-loop iterations per PubAck. This object stands in for that
+    future and never completes, so every reply on the wildcard inbox reaches ``handler`` at once.
+    ``handler`` runs inside the reader: it must not block, and its errors are logged here, as an
+    exception would otherwise end the connection's read loop.
+    """
+
+    def __init__(self, handler: Callable[[Msg], None]) -> None:
+        self._handler = handler
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, msg: Msg) -> None:
+        try:
+            self._handler(msg)
+        except Exception:
+            logger.exception("Could not handle a PubAck.")
+
+
 class Publisher:
     """Publishes over the process's connection; one wildcard inbox receives every PubAck.
 
     nats-py's ``js.publish`` costs a task and a timer task per message; here
-    a first attempt costs a future and a timer handle, and publishes from
-    other threads reach the loop in batches, one wake-up for all of them.
+    a first attempt costs a timer handle, publishes from other threads reach the
+    loop in batches (one wake-up for all of them), and the PubAck settles the
+    caller's future straight from the connection's reader.
     """
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._reply_prefix: str | None = None
         self._tokens = itertools.count()
-        self._waiting: dict[str, asyncio.Future[bytes | None]] = {}
+        #: Reply token -> what to call with the reply (None: timed out).
+        self._waiting: dict[str, Callable[[Msg | None], None]] = {}
         self._outbox: collections.deque[_Publish] = collections.deque()
         self._outbox_scheduled = False
         self._in_flight = 0
@@ -109,30 +147,38 @@ class Publisher:
             await self._ready()
         except Exception as e:
             for item in batch:
-                item.result.set_exception(e)
+                item.result.set_exception(broker_error(e))
                 self._attempt_done()
             return
         for item in batch:
             deadline = loop.time() + item.timeout
+            attempt = _FirstAttempt(self, item, deadline)
             try:
-                token, waiting = await self._send(item.subject, item.payload, item.headers)
+                attempt.token = await self._send(item.subject, item.payload, item.headers, attempt.settle)
+            except PublishRejected as e:
+                self._attempt_done()
+                item.result.set_exception(e)
+                continue
             except Exception:
                 self._attempt_done()
                 self._retry(item, deadline)
                 continue
-            timer = loop.call_later(min(item.timeout, ATTEMPT_TIMEOUT_S), waiting.cancel)
-            waiting.add_done_callback(functools.partial(self._on_first_attempt, item, token, timer, deadline))
+            attempt.timer = loop.call_later(min(item.timeout, ATTEMPT_TIMEOUT_S), attempt.settle, None)
 
-    def _on_first_attempt(self, item: _Publish, token: str, timer: asyncio.TimerHandle, deadline: float, waiting: asyncio.Future) -> None:
-        timer.cancel()
-        self._waiting.pop(token, None)
+    def _first_attempt_settled(self, attempt: _FirstAttempt, reply: Msg | None) -> None:
+        self._waiting.pop(attempt.token, None)
+        if reply is None:  # timed out
+            self._withdraw(attempt.token)
         self._attempt_done()
+        item = attempt.item
         try:
-            item.result.set_result(_pub_ack(None if waiting.cancelled() else waiting.result()))
+            item.result.set_result(_pub_ack(reply))
         except _RETRYABLE:
-            self._retry(item, deadline)
+            self._retry(item, attempt.deadline)
+        except PublishRejected as e:
+            item.result.set_exception(e)
         except nats.errors.Error as e:
-            item.result.set_exception(ConnectionClosed(e))
+            item.result.set_exception(broker_error(e))
 
     def _retry(self, item: _Publish, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -147,6 +193,7 @@ class Publisher:
         Returns the PubAck (``stream``, ``seq``, ``duplicate``).
 
         Raises:
+          PublishRejected: It can never be stored (too large, store full).
           ConnectionClosed: JetStream did not acknowledge it in time, or rejected it.
         """
         loop = asyncio.get_running_loop()
@@ -155,10 +202,14 @@ class Publisher:
         while True:
             try:
                 await self._ready()
-                token, waiting = await self._send(subject, payload, headers)
+                waiting: asyncio.Future[Msg | None] = loop.create_future()
+                token = await self._send(subject, payload, headers, functools.partial(_settle_once, waiting))
                 try:
                     async with asyncio.timeout(max(min(deadline - loop.time(), ATTEMPT_TIMEOUT_S), 0.01)):
                         response = await waiting
+                except BaseException:
+                    self._withdraw(token)
+                    raise
                 finally:
                     self._waiting.pop(token, None)
                 return _pub_ack(response)
@@ -169,43 +220,120 @@ class Publisher:
                     raise ConnectionClosed(
                         f"JetStream did not acknowledge a publish to {subject} within {timeout} s: {e!r}"
                     ) from None
+                if isinstance(e, nats.errors.NoRespondersError):
+                    # No stream listens: it was deleted, or a restart lost it.
+                    await self._declare_streams_quietly()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             except nats.errors.Error as e:
-                raise ConnectionClosed(e) from None
+                raise broker_error(e) from None
+
+    async def _declare_streams_quietly(self) -> None:
+        try:
+            await self._connection.declare_streams()
+        except Exception:
+            pass  # logged where declared; the retry loop tries again
 
     async def _ready(self) -> None:
         await self._connection.open()
         if self._reply_prefix is None:
             self._reply_prefix = self._connection.nc.new_inbox() + "."
-            await self._connection.nc.subscribe(self._reply_prefix + "*", cb=self._on_reply)
+            await self._connection.nc.subscribe(self._reply_prefix + "*", future=_ReplyDispatch(self._on_reply))
 
-    async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> tuple[str, asyncio.Future]:
+    async def _send(self, subject: str, payload: bytes, headers: dict[str, str],
+                    on_reply: Callable[[Msg | None], None]) -> str:
+        """Publish with a reply token; ``on_reply`` gets the reply. Returns the token."""
+        nc = self._connection.nc
+        if not nc.is_connected:
+            # nats-py would buffer it and send it after the reconnect, maybe
+            # long after the caller was told it failed: a publish that raised
+            # must not be stored later behind its back.
+            raise nats.errors.ConnectionReconnectingError
+        # The server counts headers too, and answers a larger message by
+        # closing the connection.
+        size = len(payload) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+        if size > nc.max_payload:
+            raise PublishRejected(f"message of {size} bytes exceeds the server's max_payload of {nc.max_payload} bytes")
         token = str(next(self._tokens))
-        waiting = asyncio.get_running_loop().create_future()
-        self._waiting[token] = waiting
+        self._waiting[token] = on_reply
         try:
-            await self._connection.nc.publish(subject, payload, reply=self._reply_prefix + token, headers=headers)
+            await nc.publish(subject, payload, reply=self._reply_prefix + token, headers=headers)
         except Exception:
             self._waiting.pop(token, None)
             raise
-        return token, waiting
+        return token
 
-    async def _on_reply(self, msg: Msg) -> None:
-        waiting = self._waiting.get(msg.subject[len(self._reply_prefix or "") :])
-        if waiting is None or waiting.done():
+    def _withdraw(self, token: str) -> None:
+        """Take an unanswered attempt out of nats-py's reconnect buffer, if it is still there.
+
+        A publish written while the client had not yet noticed a dropped
+        connection stays in that buffer and is sent after the reconnect, maybe
+        long after its caller was told it failed. Withdrawn, a publish that
+        raised is one that was not stored. (nats-py has no API for this: the
+        buffer is its private list of protocol commands.)
+        """
+        nc = self._connection.nc
+        pending = getattr(nc, "_pending", None)
+        if nc is None or nc.is_connected or not pending:
             return
-        no_responders = msg.headers and msg.headers.get("Status") == "503"
-        waiting.set_result(None if no_responders else msg.data)
+        reply = (self._reply_prefix or "").encode() + token.encode()
+        for command in list(pending):
+            words = command.split(b"\r\n", 1)[0].split(b" ")
+            if len(words) > 2 and words[0] in (b"PUB", b"HPUB") and words[2] == reply:
+                pending.remove(command)
+                nc._pending_data_size -= len(command)
+
+    def _on_reply(self, msg: Msg) -> None:
+        on_reply = self._waiting.pop(msg.subject[len(self._reply_prefix or "") :], None)
+        if on_reply is not None:  # else settled already (timed out)
+            on_reply(msg)
 
 
-def _pub_ack(response: bytes | None) -> dict[str, Any]:
+class _FirstAttempt:
+    """A first attempt in flight: settled once, by its PubAck or by its timer."""
+
+    __slots__ = ("publisher", "item", "deadline", "token", "timer", "settled")
+
+    def __init__(self, publisher: Publisher, item: _Publish, deadline: float) -> None:
+        self.publisher, self.item, self.deadline = publisher, item, deadline
+        self.token = ""
+        self.timer: asyncio.TimerHandle | None = None
+        self.settled = False
+
+    def settle(self, reply: Msg | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.publisher._first_attempt_settled(self, reply)
+
+
+def _settle_once(waiting: asyncio.Future, reply: Msg | None) -> None:
+    if not waiting.done():
+        waiting.set_result(reply)
+
+
+def broker_error(error: Exception) -> BrokerError:
+    """The Dramatiq error a failed publish raises: permanent rejections apart from the rest."""
+    if isinstance(error, BrokerError):
+        return error
+    if isinstance(error, nats.errors.MaxPayloadError):
+        return PublishRejected(f"the message exceeds the server's max_payload: {error}")
+    return ConnectionClosed(error)
+
+
+def _pub_ack(reply: Msg | None) -> dict[str, Any]:
     """The PubAck in a reply, or the error it stands for."""
-    if response is None:  # timed out, or "503 No Responders": no stream leader is listening
+    if reply is None:  # timed out
         raise nats.js.errors.NoStreamResponseError
-    ack = json.loads(response)
+    if reply.headers and reply.headers.get("Status") == "503":  # no stream listens on the subject
+        raise nats.errors.NoRespondersError
+    ack = json.loads(reply.data)
     error = ack.get("error")
     if error:
+        if error.get("err_code") in _REJECTED_ERR_CODES:
+            raise PublishRejected(f"JetStream refused the message: {error.get('description')}")
         nats.js.errors.APIError.from_error(error)  # raises the matching nats-py error
     return ack
 

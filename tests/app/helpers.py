@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import time
+
+import jwt
 import requests
 
 from tests.conftest import wait_until
@@ -15,10 +18,26 @@ def task(base_url: str, task_id: str, headers: dict | None = None) -> dict:
     return response.json()
 
 
-def wait_for_state(base_url: str, task_id: str, *states: str, timeout: float = 20) -> dict:
+def wait_for_state(base_url: str, task_id: str, *states: str, timeout: float = 20, headers: dict | None = None) -> dict:
     return wait_until(
-        lambda: (t := task(base_url, task_id))["state"] in states and t,
+        lambda: (t := task(base_url, task_id, headers))["state"] in states and t,
         timeout,
         interval=0.05,
         message=f"task {task_id} to reach {states}",
     )
+
+
+SECRET = "s3cret-for-tests-only-0123456789abcdef"
+ISSUER = "https://issuer.test"
+AUDIENCE = "natsq"
+
+
+def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=3600, headers=None, **claims):
+    """An Authorization header with a JWT for the test issuer and audience.
+
+    Parametrized tokens are made at collection: by default they outlive the whole session.
+    """
+    payload = {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + expires_in, "sub": "tester", **claims}
+    if scope is not None:
+        payload["scope"] = scope
+    return {"Authorization": f"Bearer {jwt.encode(payload, key, algorithm=algorithm, headers=headers)}"}

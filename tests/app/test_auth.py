@@ -13,18 +13,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.app.helpers import submit
-
-SECRET = "s3cret-for-tests-only-0123456789abcdef"
-ISSUER = "https://issuer.test"
-AUDIENCE = "natsq"
-
-
-def token(key, algorithm="HS256", *, scope="tasks:write tasks:read stats:read", expires_in=60, headers=None, **claims):
-    payload = {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + expires_in, "sub": "tester", **claims}
-    if scope is not None:
-        payload["scope"] = scope
-    return {"Authorization": f"Bearer {jwt.encode(payload, key, algorithm=algorithm, headers=headers)}"}
+from tests.app.helpers import AUDIENCE, ISSUER, SECRET, submit, token
 
 
 @pytest.fixture(scope="module")
@@ -84,43 +73,3 @@ def test_openapi_declares_the_bearer_scheme_when_auth_is_on(hs256_gateway):
     operation = document["paths"]["/task"]["post"]
     assert operation["security"] == [{"bearer": ["tasks:write"]}]
     assert {"401", "403"} <= set(operation["responses"])
-
-
-class _JwksHandler(BaseHTTPRequestHandler):
-    body = b"{}"
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_rs256_public_key_and_es256_jwks(tmp_path, make_stack, nats_server):
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = rsa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    with_key = make_stack(nats_server.url, NATSQ_ENV="production", NATSQ_JWT_PUBLIC_KEY=public_pem)
-    with_key.start_gateway()
-    assert submit(with_key.gateway_url, "wait", {"seconds": 0}, headers=token(rsa_key, "RS256")).status_code == 202
-    assert submit(with_key.gateway_url, "wait", {"seconds": 0}, headers=token(SECRET)).status_code == 401
-
-    ec_key = ec.generate_private_key(ec.SECP256R1())
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
-    _JwksHandler.body = json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]}).encode()
-    server = HTTPServer(("127.0.0.1", 0), _JwksHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with_jwks = make_stack(nats_server.url, NATSQ_ENV="production",
-                               NATSQ_JWT_JWKS_URL=f"http://127.0.0.1:{server.server_port}/jwks.json")
-        with_jwks.start_gateway()
-        good = token(ec_key, "ES256", headers={"kid": "k1"})
-        assert submit(with_jwks.gateway_url, "wait", {"seconds": 0}, headers=good).status_code == 202
-        other = token(ec.generate_private_key(ec.SECP256R1()), "ES256", headers={"kid": "k1"})
-        assert submit(with_jwks.gateway_url, "wait", {"seconds": 0}, headers=other).status_code == 401
-    finally:
-        server.shutdown()

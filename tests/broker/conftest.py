@@ -37,10 +37,11 @@ def worker(broker):
     """An in-process Dramatiq worker, started by the test after declaring actors."""
     workers: list[Worker] = []
 
-    def start(**options) -> Worker:
+    def start(on: NatsBroker | None = None, **options) -> Worker:
+        """A worker on ``broker``, or on another broker the test made (``on``)."""
         options.setdefault("worker_timeout", 100)
         options.setdefault("worker_threads", 4)
-        w = Worker(broker, **options)
+        w = Worker(on or broker, **options)
         w.start()
         workers.append(w)
         return w

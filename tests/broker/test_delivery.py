@@ -51,7 +51,7 @@ def test_a_message_is_acknowledged_only_after_its_actor_finished(broker, worker)
 def test_retries_back_off_and_are_not_swallowed_by_deduplication(broker, worker):
     attempts = []
 
-    @dramatiq.actor(max_retries=5, min_backoff=50, max_backoff=100)
+    @dramatiq.actor(max_retries=5, min_backoff=100, max_backoff=1_000)
     def flaky():
         attempts.append(time.monotonic())
         if len(attempts) < 4:
@@ -63,6 +63,11 @@ def test_retries_back_off_and_are_not_swallowed_by_deduplication(broker, worker)
     broker.join("default", timeout=5_000)
     assert len(attempts) == 4
     assert broker.queue_stats("default").dead_lettered == 0
+    # Dramatiq delays the retry after the n-th failure (n = 0, 1, ...) by min_backoff * 2**n
+    # times 1 to 2 (at most max_backoff). Each gap must be at least its lower bound.
+    gaps_ms = [(b - a) * 1000 for a, b in zip(attempts, attempts[1:])]
+    lower_bounds_ms = [100, 200, 400]
+    assert all(gap >= bound for gap, bound in zip(gaps_ms, lower_bounds_ms)), gaps_ms
 
 
 def test_exhausted_retries_end_in_the_dead_letter_stream(broker, worker):

@@ -1,14 +1,20 @@
-"""A small JSON Schema for the Chaos Mesh experiments in chaos/ (chaos-mesh.org/v1alpha1).
+"""A JSON Schema for the Chaos Mesh experiments and the workflow in chaos/ (chaos-mesh.org/v1alpha1).
 
-The CRDs are not available offline; this covers the fields natsq uses, with the names, types and
-enums of Chaos Mesh 2.x (PodChaos and NetworkChaos specs, PodSelectorSpec), and rejects unknown
-fields so a typo fails.
+Written for this project: no package on PyPI or npm ships the Chaos Mesh CRDs (checked:
+chaos-mesh, chaos-sdk, client-library-for-chaos-mesh on PyPI; @kubernetes-models has no Chaos
+Mesh package) and the machines cannot reach the chart or the GitHub release. It covers the
+fields natsq uses, with the names, types, enums and required fields of the upstream CRDs
+(config/crd/bases/chaos-mesh.org_{podchaos,networkchaos,workflows}.yaml: PodChaos and
+NetworkChaos specs, PodSelectorSpec, DelaySpec, LossSpec, Workflow templates), and rejects
+unknown fields so a typo fails.
 """
 
 _STR = {"type": "string", "minLength": 1}
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"}
 _MODE = {"enum": ["one", "all", "fixed", "fixed-percent", "random-max-percent"]}
+#: Chaos Mesh writes percentages and correlations as strings ("5", "25.5").
+_PERCENT = {"type": "string", "pattern": r"^(100|[0-9]{1,2})(\.[0-9]+)?$"}
 _NAMESPACES = {"type": "array", "minItems": 1, "items": {"enum": ["natsq", "natsq-data"]}}
 
 SELECTOR = {
@@ -96,16 +102,80 @@ NETWORK_CHAOS = {
                 },
                 "externalTargets": {"type": "array", "items": _STR},
                 "device": _STR,
-                "delay": {"type": "object"},
-                "loss": {"type": "object"},
+                "delay": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["latency"],
+                    "properties": {"latency": _DURATION, "jitter": _DURATION, "correlation": _PERCENT,
+                                   "reorder": {"type": "object"}},
+                },
+                "loss": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["loss"],
+                    "properties": {"loss": _PERCENT, "correlation": _PERCENT},
+                },
                 "bandwidth": {"type": "object"},
             },
             "allOf": [
                 {"if": {"properties": {"action": {"const": "partition"}}},
                  "then": {"required": ["direction", "target"]}},
+                {"if": {"properties": {"action": {"const": "delay"}}}, "then": {"required": ["delay"]}},
+                {"if": {"properties": {"action": {"const": "loss"}}}, "then": {"required": ["loss"]}},
+                {"if": {"properties": {"action": {"const": "netem"}}},
+                 "then": {"anyOf": [{"required": ["delay"]}, {"required": ["loss"]}]}},
             ],
         },
     },
 }
 
-SCHEMAS = {"PodChaos": POD_CHAOS, "NetworkChaos": NETWORK_CHAOS}
+_TEMPLATE_NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+
+WORKFLOW = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "chaos-mesh.org/v1alpha1"},
+        "kind": {"const": "Workflow"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["entry", "templates"],
+            "properties": {
+                "entry": _TEMPLATE_NAME,
+                "templates": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "templateType"],
+                        "properties": {
+                            "name": _TEMPLATE_NAME,
+                            "templateType": {"enum": ["Serial", "Parallel", "Suspend", "Task", "Schedule",
+                                                      "StatusCheck", "PodChaos", "NetworkChaos"]},
+                            "deadline": _DURATION,
+                            "children": {"type": "array", "minItems": 1, "items": _TEMPLATE_NAME},
+                            "podChaos": POD_CHAOS["properties"]["spec"],
+                            "networkChaos": NETWORK_CHAOS["properties"]["spec"],
+                        },
+                        "allOf": [
+                            {"if": {"properties": {"templateType": {"enum": ["Serial", "Parallel"]}}},
+                             "then": {"required": ["children"]}},
+                            {"if": {"properties": {"templateType": {"const": "Suspend"}}},
+                             "then": {"required": ["deadline"]}},
+                            {"if": {"properties": {"templateType": {"const": "PodChaos"}}},
+                             "then": {"required": ["podChaos"]}},
+                            {"if": {"properties": {"templateType": {"const": "NetworkChaos"}}},
+                             "then": {"required": ["networkChaos"]}},
+                        ],
+                    },
+                },
+            },
+        },
+    },
+}
+
+SCHEMAS = {"PodChaos": POD_CHAOS, "NetworkChaos": NETWORK_CHAOS, "Workflow": WORKFLOW}

@@ -65,10 +65,10 @@ def selected(selector: dict, pods: list[dict]) -> list[dict]:
     return chosen
 
 
-def test_the_four_experiments_exist():
+def test_the_five_experiments_exist():
     kinds = sorted((load(p)["kind"], load(p)["spec"]["action"]) for p in EXPERIMENTS)
-    assert kinds == [("NetworkChaos", "partition"), ("PodChaos", "pod-kill"), ("PodChaos", "pod-kill"),
-                     ("PodChaos", "pod-kill")]
+    assert kinds == [("NetworkChaos", "netem"), ("NetworkChaos", "partition"), ("PodChaos", "pod-kill"),
+                     ("PodChaos", "pod-kill"), ("PodChaos", "pod-kill")]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
@@ -104,7 +104,12 @@ def test_the_aims_are_the_ones_the_readme_describes(prod_pods):
         "nats-pod-kill.yaml": {"StatefulSet/nats"},
         "nats-network-partition.yaml": {"StatefulSet/nats"},
         "valkey-primary-kill.yaml": {"StatefulSet/valkey"},
+        "worker-nats-latency.yaml": {"Deployment/natsq-worker"},
     }
+    latency = load(CHAOS / "worker-nats-latency.yaml")["spec"]
+    assert {p["workload"] for p in selected(latency["target"]["selector"], prod_pods)} == {"StatefulSet/nats"}
+    # The local latency-loss scenario of `make chaos` injects the same: 100 ms +- 20 ms, 5 % loss.
+    assert (latency["delay"]["latency"], latency["delay"]["jitter"], latency["loss"]["loss"]) == ("100ms", "20ms", "5")
     partition = load(CHAOS / "nats-network-partition.yaml")["spec"]
     assert partition["mode"] == "one" and partition["direction"] == "both" and partition["target"]["mode"] == "all"
 
@@ -138,3 +143,62 @@ def test_the_loss_check_finds_no_loss_on_a_healthy_stack(stack):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "20 accepted (202)" in result.stdout and "succeeded 20, dead-lettered 0, unfinished 0" in result.stdout
     assert "no task lost" in result.stdout
+
+
+WORKFLOW = CHAOS / "workflow" / "natsq-chaos-set.yaml"
+
+
+def test_the_workflow_matches_the_schema():
+    jsonschema.validate(load(WORKFLOW), SCHEMAS["Workflow"])
+
+
+def test_the_workflow_runs_every_experiment_as_its_file_says():
+    spec = load(WORKFLOW)["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    entry = templates[spec["entry"]]
+    assert entry["templateType"] == "Serial" and set(entry["children"]) <= set(templates)
+    steps = [templates[name] for name in entry["children"] if templates[name]["templateType"] != "Suspend"]
+    assert [step["name"] for step in steps] == [
+        "worker-pod-kill", "nats-pod-kill", "nats-network-partition", "valkey-primary-kill", "worker-nats-latency"]
+    assert {f"{step['name']}.yaml" for step in steps} == {p.name for p in EXPERIMENTS}
+    for step in steps:
+        experiment = load(CHAOS / f"{step['name']}.yaml")
+        field = {"PodChaos": "podChaos", "NetworkChaos": "networkChaos"}[experiment["kind"]]
+        assert step["templateType"] == experiment["kind"]
+        assert step[field] == experiment["spec"], f"{step['name']} differs from chaos/{step['name']}.yaml"
+        assert step["deadline"] == experiment["spec"].get("duration", step["deadline"])
+
+
+def test_the_workflow_schema_rejects_a_typo_in_a_step():
+    broken = load(WORKFLOW)
+    step = next(t for t in broken["spec"]["templates"] if t["templateType"] == "NetworkChaos")
+    step["networkChaos"]["delay"] = {"latency": "100ms", "jiter": "20ms"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMAS["Workflow"])
+    missing = load(WORKFLOW)
+    del next(t for t in missing["spec"]["templates"] if t["templateType"] == "PodChaos")["podChaos"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(missing, SCHEMAS["Workflow"])
+
+
+def test_the_cluster_runner_applies_the_set_checks_loss_and_cleans_up(stack, tmp_path):
+    """chaos/run-in-cluster.sh against the local stack. No cluster here: a stand-in for kubectl
+    records the calls (and answers the Sentinel query); the loss check runs for real."""
+    calls = tmp_path / "kubectl-calls"
+    fake = tmp_path / "kubectl"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\ncase "$*" in *get-master-addr*) echo valkey-2.valkey;; '
+                    f'apply*) cat > {tmp_path}/applied.yaml;; esac\n')
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(CHAOS / "run-in-cluster.sh")], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "KUBECTL": str(fake), "GATEWAY_URL": stack.gateway_url, "TASKS": "10", "RATE": "50"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no task lost" in result.stdout
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "annotate ns natsq natsq-data chaos-mesh.org/inject=enabled --overwrite"
+    assert lines[-2:] == [f"delete -f {CHAOS}/workflow/natsq-chaos-set.yaml --ignore-not-found",
+                          "annotate ns natsq natsq-data chaos-mesh.org/inject-"]
+    applied = yaml.safe_load((tmp_path / "applied.yaml").read_text())
+    valkey_step = next(t for t in applied["spec"]["templates"] if t["name"] == "valkey-primary-kill")
+    assert valkey_step["podChaos"]["selector"]["pods"] == {"natsq-data": ["valkey-2"]}

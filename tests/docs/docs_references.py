@@ -107,10 +107,10 @@ def mentioned_modules(doc: Doc) -> set[str]:
 
 
 def mentioned_endpoints(doc: Doc) -> set[tuple[str, str]]:
-    """(method, path) pairs; method None for gateway URLs in commands."""
+    """(method, path) pairs; method None for gateway URLs in commands (the bare base URL names no route)."""
     found = {(m.group(1), m.group(2)) for m in _METHOD_PATH.finditer(doc.text)}
     for code in doc.code:
-        found |= {(None, m.group(1) or "/") for m in _GATEWAY_URL.finditer(code)}
+        found |= {(None, m.group(1)) for m in _GATEWAY_URL.finditer(code) if m.group(1)}
     return found
 
 
@@ -208,7 +208,9 @@ def known_metrics() -> frozenset[str]:
         names |= {family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))}
     # Dramatiq's Prometheus middleware declares its metrics when a worker boots: read the names
     # from its source (counters there already end in _total).
-    for name in re.findall(r"""["'](dramatiq_[a-z_]+)["']""", _dramatiq_source("middleware/prometheus.py")):
+    # natsq's worker middleware (app/natsq/worker_metrics.py) likewise, on top of Dramatiq's.
+    worker_sources = _dramatiq_source("middleware/prometheus.py") + (REPO / "app" / "worker_metrics.py").read_text()
+    for name in re.findall(r"""["']((?:dramatiq|natsq)_[a-z_]+)["']""", worker_sources):
         if name in dramatiq_env_vars():
             continue
         base = name.removesuffix("_total")

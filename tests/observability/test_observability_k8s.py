@@ -82,7 +82,7 @@ def render_component(tmp_path: Path) -> list[dict]:
 
 
 def ours(documents: list[dict]) -> dict[tuple[str, str], dict]:
-    wanted = {("PrometheusRule", "natsq"), ("ConfigMap", "natsq-dashboards"), ("ConfigMap", "alloy-natsq")}
+    wanted = {("PrometheusRule", "natsq"), ("ConfigMap", "natsq-dashboards")}
     return {
         (doc["kind"], doc["metadata"]["name"]): doc
         for doc in documents
@@ -102,7 +102,7 @@ def test_prometheus_rule_matches_crd_schema():
 
 
 def check_rendered(objects: dict[tuple[str, str], dict]) -> None:
-    assert len(objects) == 3, sorted(objects)
+    assert len(objects) == 2, sorted(objects)
     for doc in objects.values():
         assert doc["metadata"]["namespace"] == "natsq-monitoring"
     rule = objects[("PrometheusRule", "natsq")]
@@ -111,11 +111,6 @@ def check_rendered(objects: dict[tuple[str, str], dict]) -> None:
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
     board = json.loads(dashboards["data"]["natsq-overview.json"])
     assert board == json.loads((obs.ROOT / "grafana" / "natsq-overview.json").read_text())
-    alloy = objects[("ConfigMap", "alloy-natsq")]
-    # Alloy's chart mounts the ConfigMap by this fixed name and key (loki/alloy-values.yaml).
-    values = yaml.safe_load((obs.ROOT / "loki" / "alloy-values.yaml").read_text())
-    assert values["alloy"]["configMap"] == {"create": False, "name": "alloy-natsq", "key": "config.alloy"}
-    assert alloy["data"]["config.alloy"].endswith((obs.ROOT / "loki" / "config.alloy").read_text())
 
 
 @needs_kubectl

@@ -204,7 +204,7 @@ def test_alloy_writes_to_the_loki_release():
     url = attribute(endpoint, "url")
     values = yaml.safe_load(LOKI_VALUES.read_text())
     assert values["gateway"]["enabled"] is False  # so Alloy pushes to Loki's own Service
-    assert url == "http://loki.natsq-monitoring.svc.cluster.local:3100/loki/api/v1/push"
+    assert url == "http://loki.monitoring.svc.cluster.local:3100/loki/api/v1/push"
     # auth_enabled false: Alloy sends no tenant; the two must agree.
     assert values["loki"]["auth_enabled"] is False
     assert not any(item.get("attribute") == "tenant_id" for item in endpoint["body"])

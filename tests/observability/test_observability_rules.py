@@ -16,6 +16,7 @@ REQUIRED_ALERTS = {
     "NatsqGatewayErrorRatio",  # gateway 5xx ratio
     "NatsqJetStreamStorageNearlyFull",  # JetStream storage nearly full
     "NatsqValkeyReplicationBroken",  # Valkey replication broken
+    "NatsqValkeyMemoryNearlyFull",  # Valkey (noeviction) about to refuse writes
     "NatsqNatsClusterDegraded",  # NATS cluster degraded
 }
 RUNBOOK_PREFIX = "https://github.com/natsq/natsq/blob/main/docs/observability.md#"

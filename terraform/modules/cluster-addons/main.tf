@@ -14,8 +14,20 @@ locals {
   # The helm_release names double as Kubernetes names other teams rely on:
   # ServiceMonitors/PrometheusRules must carry `release: kube-prometheus-stack`.
   prometheus_release = "kube-prometheus-stack"
-  loki_url           = "http://loki.loki.svc.cluster.local:3100"
   common_labels      = { cluster = var.cluster_name, environment = var.environment }
+
+  # The one installation of natsq's monitoring stack: kube-prometheus-stack, Loki and Alloy in the
+  # namespace `monitoring` (created by the natsq-platform chart with Pod Security `privileged`,
+  # which node-exporter needs), with the values files of grafana/ and loki/ and the one Alloy
+  # pipeline loki/config.alloy. The releases below add only what differs per cluster.
+  monitoring_namespace = "monitoring"
+  repo_root            = "${path.module}/../../.."
+  monitoring_values = {
+    kube_prometheus_stack = file("${local.repo_root}/grafana/kube-prometheus-stack-values.yaml")
+    loki                  = file("${local.repo_root}/loki/values.yaml")
+    alloy                 = file("${local.repo_root}/loki/alloy-values.yaml")
+    alloy_config          = file("${local.repo_root}/loki/config.alloy")
+  }
   # k8s/components/external-secrets and nats-multicloud reference this name.
   secret_store_name = "vault-natsq"
 }
@@ -37,16 +49,15 @@ resource "helm_release" "cert_manager" {
 }
 
 resource "helm_release" "kube_prometheus_stack" {
-  name             = local.prometheus_release
-  repository       = local.repositories.prometheus_community
-  chart            = "kube-prometheus-stack"
-  version          = var.chart_versions.kube_prometheus_stack
-  namespace        = "monitoring"
-  create_namespace = true
-  atomic           = true
-  timeout          = 900
+  name       = local.prometheus_release
+  repository = local.repositories.prometheus_community
+  chart      = "kube-prometheus-stack"
+  version    = var.chart_versions.kube_prometheus_stack
+  namespace  = local.monitoring_namespace
+  atomic     = true
+  timeout    = 900
 
-  values = [yamlencode({
+  values = [local.monitoring_values.kube_prometheus_stack, yamlencode({
     prometheus = {
       prometheusSpec = {
         retention      = var.prometheus_retention
@@ -76,21 +87,12 @@ resource "helm_release" "kube_prometheus_stack" {
       }
     }
     grafana = {
-      # Dashboards come from ConfigMaps labelled grafana_dashboard: "1".
-      sidecar = { dashboards = { enabled = true, label = "grafana_dashboard", labelValue = "1", searchNamespace = "ALL" } }
-      admin   = { existingSecret = "grafana-admin", userKey = "admin-user", passwordKey = "admin-password" }
+      admin = { existingSecret = "grafana-admin", userKey = "admin-user", passwordKey = "admin-password" }
       persistence = {
         enabled          = true
         storageClassName = var.storage_class
         size             = "5Gi"
       }
-      additionalDataSources = [{
-        name   = "Loki"
-        type   = "loki"
-        uid    = "loki"
-        url    = local.loki_url
-        access = "proxy"
-      }]
     }
   })]
 
@@ -99,70 +101,43 @@ resource "helm_release" "kube_prometheus_stack" {
 }
 
 resource "helm_release" "loki" {
-  name             = "loki"
-  repository       = local.repositories.grafana_community
-  chart            = "loki"
-  version          = var.chart_versions.loki
-  namespace        = "loki"
-  create_namespace = true
-  atomic           = true
-  timeout          = 900
+  name       = "loki"
+  repository = local.repositories.grafana_community
+  chart      = "loki"
+  version    = var.chart_versions.loki
+  namespace  = local.monitoring_namespace
+  atomic     = true
+  timeout    = 900
 
-  # Monolithic (single binary) with a filesystem store: the same on every
+  # Monolithic (single binary) with a filesystem store (loki/values.yaml): the same on every
   # cloud, no object storage credentials needed.
-  values = [yamlencode({
-    deploymentMode = "SingleBinary"
+  values = [local.monitoring_values.loki, yamlencode({
     loki = {
-      auth_enabled = false
-      commonConfig = { replication_factor = 1 }
-      storage      = { type = "filesystem" }
-      schemaConfig = {
-        configs = [{
-          from         = "2026-01-01"
-          store        = "tsdb"
-          object_store = "filesystem"
-          schema       = "v13"
-          index        = { prefix = "index_", period = "24h" }
-        }]
+      limits_config = {
+        retention_period   = "${var.loki_retention_hours}h"
+        max_query_lookback = "${var.loki_retention_hours}h"
       }
-      limits_config = { retention_period = "${var.loki_retention_hours}h" }
-      compactor     = { retention_enabled = true, delete_request_store = "filesystem" }
     }
     singleBinary = {
-      replicas    = 1
       persistence = { enabled = true, size = "50Gi", storageClass = var.storage_class }
     }
-    read         = { replicas = 0 }
-    write        = { replicas = 0 }
-    backend      = { replicas = 0 }
-    chunksCache  = { enabled = false }
-    resultsCache = { enabled = false }
-    gateway      = { enabled = false }
-    minio        = { enabled = false }
   })]
 
   depends_on = [helm_release.platform]
 }
 
 resource "helm_release" "alloy" {
-  name             = "alloy"
-  repository       = local.repositories.grafana
-  chart            = "alloy"
-  version          = var.chart_versions.alloy
-  namespace        = "loki"
-  create_namespace = true
-  atomic           = true
-  timeout          = 600
+  name       = "alloy"
+  repository = local.repositories.grafana
+  chart      = "alloy"
+  version    = var.chart_versions.alloy
+  namespace  = local.monitoring_namespace
+  atomic     = true
+  timeout    = 600
 
-  values = [yamlencode({
-    alloy = {
-      configMap = {
-        content = templatefile("${path.module}/alloy.river.tftpl", {
-          loki_push_url = "${local.loki_url}/loki/api/v1/push"
-          cluster       = var.cluster_name
-        })
-      }
-    }
+  # loki/config.alloy keeps task_id as structured metadata (the dashboard's task_id filter).
+  values = [local.monitoring_values.alloy, yamlencode({
+    alloy = { configMap = { content = local.monitoring_values.alloy_config } }
   })]
 
   depends_on = [helm_release.loki]

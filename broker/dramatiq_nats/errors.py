@@ -1,0 +1,31 @@
+"""Errors of the broker beyond Dramatiq's own."""
+
+from __future__ import annotations
+
+from dramatiq.errors import BrokerError, ConnectionClosed
+from dramatiq.message import Message
+
+
+class PublishRejected(ConnectionClosed):
+    """JetStream (or the client) refused a message for good: publishing it again will not help.
+
+    Over the server's max_payload, over the stream's max_msg_size, a full store. A subclass of
+    ``ConnectionClosed`` so that callers which treat every failed enqueue alike keep working.
+    """
+
+
+class EnqueueFailed(BrokerError):
+    """Some messages of a batch were not stored.
+
+    Attributes:
+      stored: The messages JetStream stored, as ``enqueue_many`` returns them.
+      failed: ``(message, error)`` for each of the others; the error is
+        ``ConnectionClosed`` (outcome unknown: enqueueing it again is safe,
+        JetStream drops a copy within the duplicate window) or ``PublishRejected``.
+    """
+
+    def __init__(self, stored: list[Message], failed: list[tuple[Message, BrokerError]]) -> None:
+        reasons = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))
+        super().__init__(f"{len(failed)} of {len(stored) + len(failed)} messages not stored ({reasons})")
+        self.stored = stored
+        self.failed = failed

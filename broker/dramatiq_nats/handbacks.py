@@ -1,0 +1,69 @@
+"""How often each message was handed back unrun, so hand-backs do not count as deliveries.
+
+JetStream's ``num_delivered`` counts every delivery, including messages a
+worker handed back without running them (on SIGTERM, on ``requeue``, when a
+consumer closes, when a retry copy could not be published). Only runs that
+never finished may bring a message closer to the dead-letter stream, so each
+hand-back is recorded in a key-value bucket keyed by the message's stream
+sequence. The bucket is written only when handing back and read only when
+``num_delivered`` exceeds ``max_deliveries``: the fast path costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import nats.js.errors
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+logger = logging.getLogger(__name__)
+
+
+class HandBacks:
+    """Hand-back counts of the messages in the task stream, in a KV bucket."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._bucket: Any = None
+        self._bucket_of: Any = None  # the client the bucket handle belongs to
+
+    async def _kv(self) -> Any:
+        nc = self._connection.nc
+        if self._bucket is None or self._bucket_of is not nc:
+            js, config = self._connection.js, self._connection.topology.hand_back_bucket_config()
+            try:
+                self._bucket = await js.create_key_value(config)
+            except nats.js.errors.BadRequestError:  # it exists with other settings: use it as it is
+                self._bucket = await js.key_value(config.bucket)
+            self._bucket_of = nc
+        return self._bucket
+
+    async def count(self, stream_sequence: int) -> int:
+        """Hand-backs recorded for a message (0 when none, or when the bucket cannot be read)."""
+        try:
+            entry = await (await self._kv()).get(str(stream_sequence))
+            return int(entry.value or b"0")
+        except nats.js.errors.NotFoundError:  # never handed back (or expired)
+            return 0
+        except Exception:
+            logger.warning("Could not read the hand-backs of message %d; counting none.", stream_sequence, exc_info=True)
+            return 0
+
+    async def record(self, stream_sequence: int) -> None:
+        """Count one more hand-back. Only the holder of the delivery calls it, so read-then-write is safe.
+
+        Failing to record it (NATS unreachable) only makes the message count
+        this hand-back as a delivery: it is logged, never raised.
+        """
+        try:
+            kv = await self._kv()
+            try:
+                previous = int((await kv.get(str(stream_sequence))).value or b"0")
+            except nats.js.errors.NotFoundError:
+                previous = 0
+            await kv.put(str(stream_sequence), str(previous + 1).encode())
+        except Exception:
+            logger.warning("Could not record a hand-back of message %d.", stream_sequence, exc_info=True)

@@ -1,0 +1,100 @@
+"""``make run`` (app/natsq/run_local.py) restarts crashed processes like Kubernetes and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from tests.app.helpers import submit, wait_for_state
+from tests.conftest import ROOT, VENV_BIN, free_port, subprocess_env, wait_until
+
+pytestmark = pytest.mark.timeout(150)
+
+
+@pytest.fixture
+def local_run(tmp_path):
+    ports = {name: free_port() for name in ("NATS", "NATS_MONITOR", "VALKEY", "GATEWAY", "WORKER_METRICS")}
+    log = tmp_path / "run_local.log"
+    process = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-m", "natsq.run_local"], cwd=ROOT,
+        env=subprocess_env(RUN_LOCAL_DIR=str(tmp_path / "run"), **{f"RUN_LOCAL_{k}_PORT": str(v) for k, v in ports.items()}),
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+    )
+    process.gateway_url = f"http://127.0.0.1:{ports['GATEWAY']}"
+    process.output = lambda: log.read_text(errors="replace")
+    process.run_dir = tmp_path / "run"
+    try:
+        wait_until(lambda: "natsq is running" in process.output() or process.poll() is not None, 60,
+                   interval=0.1, message="make run to start")
+        assert process.poll() is None, process.output()
+        yield process
+    finally:
+        descendants = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+        for p in descendants:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+
+
+def supervised_pid(run: subprocess.Popen, name: str) -> int:
+    """The pid of the main process the supervisor runs for ``name``, from its command line."""
+    marker = {"worker": "natsq.worker", "gateway": "natsq.gateway:create_app()"}[name]
+    for child in psutil.Process(run.pid).children():
+        if marker in child.cmdline():
+            return child.pid
+    raise AssertionError(f"no {name} process")
+
+
+def submit_and_finish(gateway_url: str, count: int) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: submit(gateway_url, "count_primes", {"limit": 1000}).json()["task_id"], range(count)))
+    for task_id in ids:
+        assert wait_for_state(gateway_url, task_id, "succeeded", timeout=60)["result"]["primes"] == 168
+
+
+def test_make_run_restarts_a_killed_worker_and_gateway_and_stops_cleanly(local_run):
+    submit_and_finish(local_run.gateway_url, 5)
+    worker = supervised_pid(local_run, "worker")
+    worker_child = psutil.Process(worker).children()[0]
+    worker_child.send_signal(signal.SIGKILL)  # Dramatiq's main process exits when one of its children dies
+    wait_until(lambda: "worker (pid" in local_run.output() and "worker restarted" in local_run.output(), 30,
+               interval=0.1, message="the worker's restart to be logged")
+    assert f"worker (pid {worker})" in local_run.output()
+    assert supervised_pid(local_run, "worker") != worker
+
+    gateway = supervised_pid(local_run, "gateway")
+    os.kill(gateway, signal.SIGKILL)
+    wait_until(lambda: "gateway was killed by" in local_run.output() or "gateway (pid" in local_run.output(), 30,
+               interval=0.1, message="the gateway's exit to be logged")
+    wait_until(lambda: "gateway restarted" in local_run.output(), 30, interval=0.1, message="the gateway's restart")
+    # Restarted processes serve again: the gateway accepts, the new worker runs the tasks.
+    wait_until(lambda: _ready(local_run.gateway_url), 30, interval=0.2, message="the gateway to be ready again")
+    submit_and_finish(local_run.gateway_url, 20)
+
+    worker_log = (local_run.run_dir / "worker.log").read_text()
+    assert "Results middleware" not in worker_log and "has been discarded" not in worker_log
+
+    everything = psutil.Process(local_run.pid).children(recursive=True)
+    assert len(everything) >= 5  # nats, valkey, dramatiq main + child, gunicorn master + workers
+    local_run.send_signal(signal.SIGINT)  # Ctrl-C
+    assert local_run.wait(60) == 0
+    time.sleep(0.2)
+    left = [p for p in everything if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+def _ready(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,85 @@
+"""enqueue and enqueue_many: Dramatiq errors only, the caller's message untouched, per-message outcomes."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import dramatiq
+import pytest
+from dramatiq.common import current_millis
+from dramatiq.errors import BrokerError
+
+from dramatiq_nats import EnqueueFailed, PublishRejected
+from tests.broker.test_declare import stream_config, update_stream
+
+
+def limit_message_size(broker, max_msg_size: int) -> None:
+    """As an operator would: a size limit on the task stream (kept when brokers connect)."""
+    broker.connect()
+    config = stream_config(broker, broker.topology.task_stream)
+    update_stream(broker, dataclasses.replace(config, max_msg_size=max_msg_size))
+
+
+def test_enqueue_leaves_the_callers_message_alone_and_returns_the_stored_copy(broker):
+    broker.declare_queue("default")
+    eta = current_millis() + 60_000
+    message = dramatiq.Message(queue_name="default", actor_name="a", args=(1,), kwargs={}, options={"eta": eta})
+
+    stored = broker.enqueue(message)
+
+    assert message.options == {"eta": eta}
+    assert stored is not message and "eta" not in stored.options
+    assert stored.message_id == message.message_id
+    assert broker.queue_stats("default").scheduled == 1  # the eta became a schedule
+
+
+def test_the_same_message_sent_to_two_queues_is_stored_in_both(broker):
+    broker.declare_queue("first")
+    broker.declare_queue("second")
+    message = dramatiq.Message(queue_name="first", actor_name="a", args=(), kwargs={}, options={})
+
+    broker.enqueue(message)
+    broker.enqueue(message.copy(queue_name="second"))  # same message_id, another queue
+
+    assert broker.queue_stats("first").pending == 1
+    assert broker.queue_stats("second").pending == 1
+
+
+def test_a_message_jetstream_refuses_raises_publish_rejected_at_once(broker):
+    broker.declare_queue("default")
+    limit_message_size(broker, 2_000)
+    too_big = dramatiq.Message(queue_name="default", actor_name="a", args=("x" * 5_000,), kwargs={}, options={})
+
+    started = time.monotonic()
+    with pytest.raises(PublishRejected) as raised:
+        broker.enqueue(too_big)
+
+    assert isinstance(raised.value, BrokerError)
+    assert time.monotonic() - started < 1  # not retried until publish_timeout_ms: it can never succeed
+    assert broker.queue_stats("default").pending == 0
+
+
+def test_a_message_over_the_servers_max_payload_raises_publish_rejected(broker):
+    broker.declare_queue("default")
+    too_big = dramatiq.Message(queue_name="default", actor_name="a", args=("x" * 1_100_000,), kwargs={}, options={})
+    with pytest.raises(PublishRejected):
+        broker.enqueue(too_big)
+
+
+def test_a_batch_reports_which_messages_were_stored(broker):
+    broker.declare_queue("default")
+    limit_message_size(broker, 2_000)
+    batch = [
+        dramatiq.Message(queue_name="default", actor_name="a", args=(arg,), kwargs={}, options={})
+        for arg in ("small", "x" * 5_000, "also small")
+    ]
+
+    with pytest.raises(EnqueueFailed) as raised:
+        broker.enqueue_many(batch)
+
+    assert [m.message_id for m in raised.value.stored] == [batch[0].message_id, batch[2].message_id]
+    [(failed, error)] = raised.value.failed
+    assert failed.message_id == batch[1].message_id
+    assert isinstance(error, PublishRejected)
+    assert broker.queue_stats("default").pending == 2
