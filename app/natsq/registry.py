@@ -82,8 +82,8 @@ class TaskSpec:
         return self.fn(**dict(payload))
 
     def __call__(self, **fields: Any) -> Any:
-        """Run the task here and now, payload checked (handy in unit tests)."""
-        return self.run(self.validate(fields))
+        """Run the task here and now, payload checked as Python values (handy in unit tests)."""
+        return self.run(self.payload.model_validate(fields))
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ def known_metrics() -> frozenset[str]:
     # Dramatiq's Prometheus middleware declares its metrics when a worker boots: read the names
     # from its source (counters there already end in _total).
     # natsq's worker middleware (app/natsq/worker_metrics.py) likewise, on top of Dramatiq's.
-    worker_sources = _dramatiq_source("middleware/prometheus.py") + (REPO / "app" / "worker_metrics.py").read_text()
+    worker_sources = _dramatiq_source("middleware/prometheus.py") + (REPO / "app" / "natsq" / "worker_metrics.py").read_text()
     for name in re.findall(r"""["']((?:dramatiq|natsq)_[a-z_]+)["']""", worker_sources):
         if name in dramatiq_env_vars():
             continue
