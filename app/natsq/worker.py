@@ -14,7 +14,6 @@ import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage, default_middleware
-from dramatiq.results import Results
 from pydantic import ValidationError
 from valkey.exceptions import ValkeyError
 
@@ -24,7 +23,7 @@ from .heartbeats import Heartbeat
 from .history import HistoryRecorder, TaskHistory
 from .logs import configure_logging, current_task_id
 from .periodic import PeriodicSchedules
-from .results import TaskStoreResults
+from .results import TaskResults
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
 from .worker_metrics import WorkerMetrics
@@ -174,7 +173,7 @@ broker = build_broker(
     # history see the message after Retries has decided about it. A success
     # and its result are recorded by the Results middleware (TaskStoreResults).
     middleware=[TrustedOptions(), task_state, history,
-                Results(backend=TaskStoreResults(store, task_state.record), store_results=True)]
+                TaskResults(store, task_state.record)]
     + [m() for m in default_middleware]
     + [WorkerMetrics(), CurrentMessage(), PeriodicSchedules(tasks), heartbeat],
     queues=tasks.queues,
