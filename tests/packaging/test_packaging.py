@@ -99,6 +99,12 @@ def test_the_service_wheel_claims_only_the_natsq_name(tmp_path):
     top, requires = wheel_metadata(wheel)
     assert {name for name in top if not name.endswith(".dist-info")} == {"natsq"}
     assert any(r.startswith("dramatiq-nats") for r in requires)
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert "natsq = natsq.cli:main" in entry_points
+    # The console's templates and stylesheet travel with the package.
+    assert "natsq/templates/console/base.html" in names and "natsq/static/console.css" in names
 
 
 def test_the_images_install_steps_run_the_service_without_the_source_tree(tmp_path):
