@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from . import registry
 from .dispatch import build_broker
 from .logs import configure_logging
 from .settings import Settings
@@ -18,10 +19,11 @@ from .settings import Settings
 def main() -> int:
     settings = Settings(nats_declare=True)
     configure_logging(settings.log_level)
-    broker = build_broker(settings, middleware=[])
+    tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
+    broker = build_broker(settings, middleware=[], queues=tasks.queues)
     try:
-        broker.connect()  # declares the streams
-        # Reading each queue's counts ensures its consumer exists.
+        broker.connect()  # declares the streams and the hand-back bucket
+        broker.declare_consumers()
         for queue_name, counts in sorted(broker.stats().items()):
             print(f"queue {queue_name}: declared ({counts.pending} pending)")
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from dramatiq.results import ResultBackend, ResultMissing, Results, ResultTimeout
+from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
 
 from .store import TaskStore
 
@@ -46,18 +46,3 @@ class TaskStoreResults(ResultBackend):
             if time.monotonic() > deadline:
                 raise ResultTimeout(message)
             time.sleep(0.05)
-
-
-class TaskResults(Results):
-    """Dramatiq's Results middleware, storing every task's result in its record.
-
-    A skipped task (cancelled, or older than its max_age) has no result:
-    Dramatiq's middleware would store None as if it had succeeded, before
-    TaskState records why it was skipped.
-    """
-
-    def __init__(self, store: TaskStore, record: Recorder) -> None:
-        super().__init__(backend=TaskStoreResults(store, record), store_results=True)
-
-    def after_skip_message(self, broker, message) -> None:
-        pass

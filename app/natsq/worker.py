@@ -14,6 +14,7 @@ import time
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage, default_middleware
+from dramatiq.results import Results
 from pydantic import ValidationError
 from valkey.exceptions import ValkeyError
 
@@ -23,7 +24,7 @@ from .heartbeats import Heartbeat
 from .history import HistoryRecorder, TaskHistory
 from .logs import configure_logging, current_task_id
 from .periodic import PeriodicSchedules
-from .results import TaskResults
+from .results import TaskStoreResults
 from .settings import Settings
 from .store import TaskStore, connect_valkey, is_unavailable
 from .worker_metrics import WorkerMetrics
@@ -78,7 +79,10 @@ class TaskState(Middleware):
                 return
             error = f"{type(exception).__name__}: {exception}"
             spec = self.tasks.get(message.actor_name)
-            shown = spec.public_error(exception) if spec else type(exception).__name__
+            if isinstance(exception, InvalidPayload):  # names only what the caller sent wrong
+                shown = error
+            else:
+                shown = spec.public_error(exception) if spec else type(exception).__name__
             if message.failed:
                 self.record(self.store.mark_failed, message.message_id, shown)
                 logger.warning("Task failed for good.", extra={"actor": message.actor_name, "error": error})
@@ -90,6 +94,9 @@ class TaskState(Middleware):
             current_task_id.set(None)
 
     def after_skip_message(self, broker, message):
+        # Skipped (cancelled, or too old): no result. Dramatiq's Results middleware, whose
+        # after-hooks run next, would otherwise record a None result as a success.
+        message.options["store_results"] = False
         if self.record(self.store.cancel_requested, message.message_id):
             self.record(self.store.mark_cancelled, message.message_id)
             logger.info("Task cancelled.", extra={"actor": message.actor_name})
@@ -172,8 +179,10 @@ broker = build_broker(
     # options are filtered before anything reads them, and TaskState and the
     # history see the message after Retries has decided about it. A success
     # and its result are recorded by the Results middleware (TaskStoreResults).
-    middleware=[TrustedOptions(), task_state, history,
-                TaskResults(store, task_state.record)]
+    # Results comes before TaskState so that TaskState's after-hooks run first (a skipped task
+    # tells Results there is no result to store).
+    middleware=[TrustedOptions(), Results(backend=TaskStoreResults(store, task_state.record), store_results=True),
+                task_state, history]
     + [m() for m in default_middleware]
     + [WorkerMetrics(), CurrentMessage(), PeriodicSchedules(tasks), heartbeat],
     queues=tasks.queues,

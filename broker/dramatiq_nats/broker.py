@@ -213,6 +213,23 @@ class NatsBroker(Broker):
         self.queues[queue_name] = None
         self.emit_after("declare_queue", queue_name)
 
+    def declare_consumers(self) -> None:
+        """Create (or update) the JetStream consumer of every declared queue now.
+
+        Consumers are otherwise created on first consume. This is for a bootstrap run by
+        a NATS user allowed to create them, where the processes that consume may not
+        (``declare=False``).
+
+        Raises:
+          ConnectionClosed: NATS did not answer in time.
+        """
+
+        async def declare() -> None:
+            for queue_name in sorted(self.queues):
+                await self._connection.ensure_consumer(queue_name)
+
+        self._run(declare())
+
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
 

@@ -193,6 +193,10 @@ class Connection:
             return
         await _declare_stream(js, self.topology.task_stream_config())
         await _declare_stream(js, self.topology.dead_letter_stream_config())
+        try:
+            await js.create_key_value(self.topology.hand_back_bucket_config())
+        except nats.js.errors.BadRequestError:  # it exists (maybe with an operator's settings): keep it
+            pass
 
     async def declare_streams(self) -> None:
         """Declare the streams again (an operator deleted one, or a restart lost it).

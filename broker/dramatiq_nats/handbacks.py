@@ -34,10 +34,8 @@ class HandBacks:
         nc = self._connection.nc
         if self._bucket is None or self._bucket_of is not nc:
             js, config = self._connection.js, self._connection.topology.hand_back_bucket_config()
-            try:
-                self._bucket = await js.create_key_value(config)
-            except nats.js.errors.BadRequestError:  # it exists with other settings: use it as it is
-                self._bucket = await js.key_value(config.bucket)
+            # Declared with the streams (Connection), by whichever user may declare.
+            self._bucket = await js.key_value(config.bucket)
             self._bucket_of = nc
         return self._bucket
 
