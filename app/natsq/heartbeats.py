@@ -70,10 +70,8 @@ class Heartbeat(Middleware):
     def before_worker_shutdown(self, broker, worker):
         self._stop.set()
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.delete(_worker_key(self.namespace, self._worker_id))
-            pipe.zrem(_workers_key(self.namespace), self._worker_id)
-            pipe.execute()
+            # Off the list at once; its document expires with its TTL (workers may not DEL).
+            self.client.zrem(_workers_key(self.namespace), self._worker_id)
         except ValkeyError as e:
             logger.warning("Could not remove the heartbeat: %s", e)
 
