@@ -67,10 +67,11 @@ class TaskState(Middleware):
     def before_process_message(self, broker, message):
         current_task_id.set(message.message_id)
         attempt = message.options.get("retries", 0) + 1
+        # Logged first: recording waits out a Valkey outage (up to VALKEY_OUTAGE_BUDGET_S).
+        logger.info("Task started.", extra={"actor": message.actor_name, "queue": message.queue_name, "attempt": attempt})
         if self.record(self.store.start, message.message_id, message.actor_name, attempt) is False:
             logger.info("Task cancelled before it started.", extra={"actor": message.actor_name})
             raise SkipMessage("cancelled before it started")
-        logger.info("Task started.", extra={"actor": message.actor_name, "queue": message.queue_name, "attempt": attempt})
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         try:
