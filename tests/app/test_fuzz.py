@@ -25,7 +25,10 @@ def test_the_gateway_keeps_to_its_openapi_document(fuzzed_gateway, tmp_path):
          # All checks but use_after_free: DELETE /task/<id> cancels a task, whose record stays
          # readable. Long polls (GET /task/<id>?wait=S) answer within 20 s by design.
          "--checks", "all", "--exclude-checks", "use_after_free", "--request-timeout", "30", "--max-response-time", "25",
-         "--max-examples", "50", "--seed", "1", "--workers", "2",
+         "--max-examples", "50", "--seed", "1",
+         # One worker: parallel workers made CPython 3.11's ast (used by hypothesis) raise "AST
+         # constructor recursion depth mismatch" now and then, an error of the tool, not the API.
+         "--workers", "1",
          "--generation-database", "none", "--no-color", "--report-dir", str(tmp_path / "report")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
