@@ -25,7 +25,17 @@ class EnqueueFailed(BrokerError):
     """
 
     def __init__(self, stored: list[Message], failed: list[tuple[Message, BrokerError]]) -> None:
-        reasons = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))
-        super().__init__(f"{len(failed)} of {len(stored) + len(failed)} messages not stored ({reasons})")
+        # One line per kind of error, however large the batch: a 20,000-message batch that
+        # timed out must not print 20,000 reasons (or, through repr, 20,000 messages).
+        first_of_kind: dict[str, BrokerError] = {}
+        count_of_kind: dict[str, int] = {}
+        for _, error in failed:
+            kind = type(error).__name__
+            first_of_kind.setdefault(kind, error)
+            count_of_kind[kind] = count_of_kind.get(kind, 0) + 1
+        reasons = "; ".join(f"{count_of_kind[kind]} x {kind}, e.g. {error}" for kind, error in sorted(first_of_kind.items()))
+        message = f"{len(failed)} of {len(stored) + len(failed)} messages not stored ({reasons})"
+        super().__init__(message)
+        self.args = (message,)
         self.stored = stored
         self.failed = failed

@@ -83,3 +83,5 @@ def test_a_batch_reports_which_messages_were_stored(broker):
     assert failed.message_id == batch[1].message_id
     assert isinstance(error, PublishRejected)
     assert broker.queue_stats("default").pending == 2
+    assert str(raised.value).startswith("1 of 3 messages not stored (1 x PublishRejected, e.g. ")
+    assert "args=" not in repr(raised.value), "repr names the counts, not every message"
