@@ -9,11 +9,10 @@ import asyncio
 import subprocess
 import sys
 
-import nats
 import pytest
 import requests
 
-from tests.app.helpers import submit, wait_for_state
+from tests.app.helpers import nats_errors_as, submit, wait_for_state
 from tests.conftest import ROOT, VENV_BIN, free_port, http_ready, subprocess_env, wait_until
 
 USERS_CONF = ROOT / "k8s" / "base" / "nats" / "natsq-users.conf"
@@ -81,27 +80,6 @@ def test_the_system_runs_with_each_role_doing_only_its_part(system):
     assert "Permissions Violation" not in logs and "permissions violation" not in logs.lower(), logs[-3000:]
 
 
-async def _attempt(url: str, role: str, action) -> list[str]:
-    """Run ``action(nc, js)`` as ``role``; the errors the server reported (a denied request also times out)."""
-    violations: list[str] = []
-
-    async def on_error(e: Exception) -> None:
-        violations.append(str(e))
-
-    nc = await nats.connect(url, user=role, password=PASSWORDS[role], inbox_prefix=f"_INBOX_{role}",
-                            error_cb=on_error, max_reconnect_attempts=0)
-    try:
-        try:
-            await action(nc, nc.jetstream(timeout=1))
-        except Exception:  # a denied request goes unanswered: the server's error is what counts
-            pass
-        await nc.flush(timeout=1)
-        await asyncio.sleep(0.1)  # the server's -ERR arrives asynchronously
-    finally:
-        await nc.close()
-    return violations
-
-
 TASKS, DEAD = f"{NAMESPACE}-tasks", f"{NAMESPACE}-dead"
 DENIED = {
     "gateway": {
@@ -125,7 +103,7 @@ DENIED = {
 
 @pytest.mark.parametrize("role, action", [(r, a) for r, actions in DENIED.items() for a in actions])
 def test_each_role_is_denied_what_it_does_not_do(system, nats_with_roles, role, action):
-    errors = asyncio.run(_attempt(nats_with_roles, role, DENIED[role][action]))
+    errors = asyncio.run(nats_errors_as(nats_with_roles, role, PASSWORDS[role], DENIED[role][action]))
     assert any("permissions violation" in e.lower() for e in errors), f"{role} was allowed to {action}: {errors}"
 
 
@@ -134,4 +112,4 @@ def test_admin_may_manage_streams(system, nats_with_roles):
         await js.add_stream(name="admin-check", subjects=["admin-check.>"])
         await js.delete_stream("admin-check")
 
-    assert asyncio.run(_attempt(nats_with_roles, "admin", manage)) == []
+    assert asyncio.run(nats_errors_as(nats_with_roles, "admin", PASSWORDS["admin"], manage)) == []
