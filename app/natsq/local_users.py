@@ -16,6 +16,8 @@ from pathlib import Path
 #: NATS roles (natsq-users.conf) and Valkey ACL users (users.acl) of the project.
 NATS_ROLES = ("gateway", "worker", "admin")
 VALKEY_USERS = ("gateway", "worker")
+#: JetStream storage the NATSQ account may use (tasks, dead letters, hand-back counts).
+JETSTREAM_MAX_FILE = "1G"
 
 
 def _password() -> str:
@@ -55,7 +57,9 @@ class LocalUsers:
             "include ./nats-server.conf\n"
             "accounts {\n"
             "  NATSQ {\n"
-            "    jetstream: enabled\n"
+            # The queue's limit, as the account's in Kubernetes: past it a publish is refused and
+            # POST /task answers 503 queue_full (a stream limit would drop queued tasks instead).
+            f"    jetstream: {{ max_file: {JETSTREAM_MAX_FILE}, max_mem: -1 }}\n"
             "    include ./natsq-users.conf\n"
             "  }\n"
             "}\n"

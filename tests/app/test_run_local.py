@@ -101,6 +101,13 @@ def test_make_run_runs_each_process_as_its_least_privileged_user(local_run):
     with pytest.raises(nats.errors.Error, match="[Aa]uthorization"):
         asyncio.run(nats.connect(nats_url, user="gateway", password="wrong", allow_reconnect=False, connect_timeout=2))
     submit_and_finish(local_run.gateway_url, 1)  # the stream is still there: tasks still run end to end
+
+    async def account_limits(nc, js):
+        limits.append((await js.account_info()).limits)
+
+    limits = []
+    assert asyncio.run(nats_errors_as(nats_url, "admin", credentials(local_run)["NATS_ADMIN_PASSWORD"], account_limits)) == []
+    assert limits[0].max_storage == 10**9  # a full queue is refused (503 queue_full), never silently dropped
     assert oct((local_run.run_dir / "credentials.env").stat().st_mode & 0o777) == "0o600"
 
 
