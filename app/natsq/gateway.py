@@ -56,6 +56,8 @@ class TaskRequest(BaseModel):
 class Services:
     settings: Settings
     broker: NatsBroker
+    #: The admin API's and the console's broker: NATSQ_CONSOLE_NATS_USER's connection, or ``broker``.
+    console_broker: NatsBroker
     store: TaskStore
     limits: CallerLimits
     verifier: TokenVerifier | None
@@ -386,9 +388,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
     valkey_client = connect_valkey(settings)
+    broker = build_broker(settings, middleware=[], queues=tasks.queues)
     app.extensions["natsq"] = Services(
         settings=settings,
-        broker=build_broker(settings, middleware=[], queues=tasks.queues),
+        broker=broker,
+        # Connects on first use: gateways that serve no operator open no second connection.
+        console_broker=build_broker(settings.console, middleware=[], queues=tasks.queues)
+        if settings.console_nats_user else broker,
         store=TaskStore(valkey_client, settings.namespace, settings.result_ttl_s),
         limits=CallerLimits(valkey_client, settings.namespace, per_minute=settings.rate_limit_per_minute,
                             max_outstanding=settings.max_outstanding_tasks, ttl_s=settings.result_ttl_s),

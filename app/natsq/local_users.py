@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: NATS roles (natsq-users.conf) and Valkey ACL users (users.acl) of the project.
-NATS_ROLES = ("gateway", "worker", "admin")
+NATS_ROLES = ("gateway", "worker", "admin", "console")
 VALKEY_USERS = ("gateway", "worker")
 #: JetStream storage the NATSQ account may use (tasks, dead letters, hand-back counts).
 JETSTREAM_MAX_FILE = "1G"
@@ -45,6 +45,10 @@ class LocalUsers:
         if role in VALKEY_USERS:
             env |= {"NATSQ_VALKEY_USER": role, "NATSQ_VALKEY_PASSWORD": self.valkey_passwords[role]}
         return env
+
+    def console_env(self) -> dict[str, str]:
+        """The gateway's settings for the admin API's and console's own NATS user."""
+        return {"NATSQ_CONSOLE_NATS_USER": "console", "NATSQ_CONSOLE_NATS_PASSWORD": self.nats_passwords["console"]}
 
     def write_nats_config(self, directory: Path, server_conf: Path, users_conf: Path) -> Path:
         """A nats-server config: the project's server settings, and the NATSQ account with the role users."""

@@ -219,7 +219,8 @@ def main() -> int:
                          {**app_env, **users.app_env("worker"), "dramatiq_prom_host": "127.0.0.1",
                           "dramatiq_prom_port": str(ports.worker_metrics), "dramatiq_prom_db": str(run_dir / "worker-metrics")})
         supervisor.start("gateway", [str(BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf", "natsq.gateway:create_app()"],
-                         {**app_env, **users.app_env("gateway"), "NATSQ_BIND": f"127.0.0.1:{ports.gateway}",
+                         {**app_env, **users.app_env("gateway"), **users.console_env(),
+                          "NATSQ_BIND": f"127.0.0.1:{ports.gateway}",
                           "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")})
         wait_for("the gateway", lambda: http_ok(f"{gateway}/readyz"))
         print(
@@ -228,7 +229,7 @@ def main() -> int:
             f"  worker metrics  http://127.0.0.1:{ports.worker_metrics}\n"
             f"  NATS            nats://127.0.0.1:{ports.nats}   (monitoring: http://127.0.0.1:{ports.nats_monitor})\n"
             f"  Valkey          redis://127.0.0.1:{ports.valkey}\n"
-            f"  passwords       {run_dir}/credentials.env   (users gateway, worker, admin; Valkey's default user)\n\n"
+            f"  passwords       {run_dir}/credentials.env   (users gateway, worker, admin, console; Valkey's default user)\n\n"
             "Try:\n"
             f"  curl -s -X POST {gateway}/task -H 'Content-Type: application/json' \\\n"
             "       -d '{\"actor\": \"count_primes\", \"payload\": {\"limit\": 100000}}'\n"

@@ -108,6 +108,11 @@ def test_make_run_runs_each_process_as_its_least_privileged_user(local_run):
     limits = []
     assert asyncio.run(nats_errors_as(nats_url, "admin", credentials(local_run)["NATS_ADMIN_PASSWORD"], account_limits)) == []
     assert limits[0].max_storage == 10**9  # a full queue is refused (503 queue_full), never silently dropped
+    # The console's dead-letter operations run as the console's user (the gateway's may not).
+    dead_letters = requests.get(f"{local_run.gateway_url}/admin/queues/default/dead-letters", timeout=20)
+    assert dead_letters.status_code == 200, dead_letters.text
+    gateway_users = {nats_users(local_run).get(port) for port in client_ports(supervised_pid(local_run, "gateway"), nats_port)}
+    assert "console" in gateway_users
     assert oct((local_run.run_dir / "credentials.env").stat().st_mode & 0o777) == "0o600"
 
 
