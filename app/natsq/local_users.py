@@ -76,15 +76,19 @@ class LocalUsers:
             NAMESPACE=namespace, GATEWAY_PASSWORD=self.valkey_passwords["gateway"],
             WORKER_PASSWORD=self.valkey_passwords["worker"])
         path = directory / "users.acl"
-        path.write_text(acl + f"user default on >{self.valkey_passwords['default']} ~* &* +@all\n")
-        path.chmod(0o600)
+        _write_private(path, acl + f"user default on >{self.valkey_passwords['default']} ~* &* +@all\n")
         return path
 
     def write_credentials(self, path: Path) -> None:
         """The passwords, for the nats CLI or valkey-cli, readable by the user only."""
         lines = [f"NATS_{role.upper()}_PASSWORD={pw}" for role, pw in self.nats_passwords.items()]
         lines += [f"VALKEY_{user.upper()}_PASSWORD={pw}" for user, pw in self.valkey_passwords.items()]
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text("# make run's passwords, new at every start (users: the names after NATS_ and VALKEY_)\n"
-                        + "\n".join(lines) + "\n")
+        _write_private(path, "# make run's passwords, new at every start (users: the names after NATS_ and VALKEY_)\n"
+                       + "\n".join(lines) + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read, from its first byte on."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # an older file keeps its mode through touch
+    path.write_text(text)

@@ -5,9 +5,10 @@ Starts nats-server (project config, store in .run/nats), valkey-server (AOF in
 then one Dramatiq worker and the gateway under gunicorn; prints the URLs and a
 curl example. Each process runs as its least-privileged user, as in Kubernetes:
 the NATS roles of k8s/base/nats/natsq-users.conf and the Valkey ACL users of
-k8s/base/valkey/users.acl, with passwords made at every start (local_users.py). Like Kubernetes, it restarts any process that exits
-(with a doubling back-off, logged). Ctrl-C stops everything and leaves no
-process behind; data survives into the next ``make run``.
+k8s/base/valkey/users.acl, with passwords made at every start (local_users.py).
+Like Kubernetes, it restarts any process that exits (with a doubling back-off,
+logged). Ctrl-C stops everything and leaves no process behind; data survives
+into the next ``make run``.
 
 Ports and the data directory can be moved with environment variables (the
 tests run it on free ports): RUN_LOCAL_DIR, RUN_LOCAL_NATS_PORT,
