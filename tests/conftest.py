@@ -74,7 +74,11 @@ def port_open(port: int) -> bool:
 class NatsServer:
     """A nats-server with JetStream, the project's config (or another), and its own store."""
 
-    def __init__(self, store_dir: Path, config: Path = ROOT / "broker" / "nats-server.conf") -> None:
+    DEFAULT_CONFIG = ROOT / "broker" / "nats-server.conf"
+    #: One account that may store only 16 KiB: a full queue.
+    FULL_ACCOUNT_CONFIG = ROOT / "tests" / "nats-full-account.conf"
+
+    def __init__(self, store_dir: Path, config: Path = DEFAULT_CONFIG) -> None:
         self.store_dir = store_dir
         self.config = config
         self.port = free_port()
@@ -173,10 +177,10 @@ def start_nats(tmp_root):
     """Factory for servers a test may stop, kill or restart."""
     started: list[NatsServer] = []
 
-    def start() -> NatsServer:
+    def start(config: Path = NatsServer.DEFAULT_CONFIG) -> NatsServer:
         store = tmp_root / f"nats-{uuid.uuid4().hex[:8]}"
         store.mkdir()
-        server = NatsServer(store).start()
+        server = NatsServer(store, config).start()
         started.append(server)
         return server
 

@@ -1,5 +1,8 @@
 """The admin API (scope ``admin``): queues, workers, dead letters, replay, purge, task lookup.
 
+NATS calls go through the console's broker: with per-role NATS users, the user
+NATSQ_CONSOLE_NATS_USER, which may read, replay, delete and purge dead letters.
+
 The operations are plain functions of the gateway's services, so the JSON
 routes here and the console's pages (``natsq.console``) share them. Every
 destructive action is logged with the caller's ``sub``.
@@ -55,7 +58,7 @@ def _history(svc) -> TaskHistory:
 def queues() -> dict[str, Any]:
     svc = services()
     try:
-        stats = svc.broker.stats()
+        stats = svc.console_broker.stats()
     except BrokerError as e:
         raise _unavailable(e) from None
     counters = svc.store.stats()
@@ -71,7 +74,7 @@ def queues() -> dict[str, Any]:
 def queue(name: str) -> dict[str, Any]:
     svc = services()
     try:
-        counts = svc.broker.queue_stats(name)
+        counts = svc.console_broker.queue_stats(name)
     except QueueNotFound:
         raise ApiError(404, "not_found", f"no queue {name!r}") from None
     except BrokerError as e:
@@ -113,7 +116,7 @@ def replay(letter: DeadLetter) -> dict[str, Any]:
         svc.store.create(new.message_id, new.actor_name)
         history.append(new.message_id, "queued", replay_of=letter.message_id, by=caller())  # before a worker starts it
     try:
-        replayed = svc.broker.dead_letters.replay(letter)
+        replayed = svc.console_broker.dead_letters.replay(letter)
     except BrokerError as e:
         replayed, failure = None, _unavailable(e)
     else:
@@ -212,7 +215,7 @@ def _no_dead_letter(queue_name: str, seq: int) -> ApiError:
 
 def _dead_letter_call(operation, queue_name: str):
     try:
-        return operation(services().broker.dead_letters)
+        return operation(services().console_broker.dead_letters)
     except QueueNotFound:
         raise ApiError(404, "not_found", f"no queue {queue_name!r}") from None
     except BrokerError as e:

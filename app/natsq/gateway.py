@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from dramatiq_nats import NatsBroker
+from dramatiq_nats import NatsBroker, StorageFull
 
 from . import metrics, registry
 from .auth import TokenVerifier, require_scope
@@ -39,6 +39,8 @@ MAX_WAIT_S = 20
 MAX_JSON_DEPTH = 32
 #: What an Idempotency-Key may hold: 1 to 255 printable ASCII characters.
 IDEMPOTENCY_KEY_PATTERN = r"[\x20-\x7e]{1,255}"
+#: The error code of a 503 for a full queue: JetStream had no room, the task was not stored.
+QUEUE_FULL = "queue_full"
 
 
 class TaskRequest(BaseModel):
@@ -54,6 +56,8 @@ class TaskRequest(BaseModel):
 class Services:
     settings: Settings
     broker: NatsBroker
+    #: The admin API's and the console's broker: NATSQ_CONSOLE_NATS_USER's connection, or ``broker``.
+    console_broker: NatsBroker
     store: TaskStore
     limits: CallerLimits
     verifier: TokenVerifier | None
@@ -129,9 +133,11 @@ def submit_task():
         return _replay(svc, existing)
     try:
         _enqueue(svc, message, submitted.delay_ms)
-    except ApiError:
-        if idempotency_key is None:
-            svc.store.forget(task_id)  # the client retries with a new request
+    except ApiError as e:
+        # Without a key the client retries with a new request. A full queue stored nothing for
+        # sure: the key is freed too, so its retry is a new task, not a replay of a phantom one.
+        if idempotency_key is None or e.code == QUEUE_FULL:
+            svc.store.forget(task_id, owner=owner, idempotency_key=idempotency_key)
             svc.limits.release(owner, task_id)
         raise
     if idempotency_key:
@@ -151,6 +157,13 @@ def _enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> 
     started = time.perf_counter()
     try:
         svc.broker.enqueue(message, delay=delay_ms)
+    except StorageFull as e:
+        metrics.ENQUEUE_FAILURES.labels(reason=QUEUE_FULL).inc()
+        logger.error("Task not enqueued: %s", e)
+        raise ApiError(
+            503, QUEUE_FULL, "the task queue is full; the task was not accepted, retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
     except BrokerError as e:
         metrics.ENQUEUE_FAILURES.labels(reason="nats_unavailable").inc()
         logger.error("Task not enqueued: %s", e)
@@ -375,9 +388,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     tasks = registry.load(settings.task_module_names, settings.periodic_tasks)
     valkey_client = connect_valkey(settings)
+    broker = build_broker(settings, middleware=[], queues=tasks.queues)
     app.extensions["natsq"] = Services(
         settings=settings,
-        broker=build_broker(settings, middleware=[], queues=tasks.queues),
+        broker=broker,
+        # Connects on first use: gateways that serve no operator open no second connection.
+        console_broker=build_broker(settings.console, middleware=[], queues=tasks.queues)
+        if settings.console_nats_user else broker,
         store=TaskStore(valkey_client, settings.namespace, settings.result_ttl_s),
         limits=CallerLimits(valkey_client, settings.namespace, per_minute=settings.rate_limit_per_minute,
                             max_outstanding=settings.max_outstanding_tasks, ttl_s=settings.result_ttl_s),

@@ -31,7 +31,7 @@ ENQUEUE_FAILURES = Counter(
     "natsq_enqueue_failures_total", "Tasks refused because they could not be durably enqueued.", ["reason"]
 )
 # Series that exist from the start at 0, so rate() and alerts see them before the first failure.
-ENQUEUE_FAILURE_REASONS = ("nats_unavailable", "valkey_unavailable")
+ENQUEUE_FAILURE_REASONS = ("nats_unavailable", "valkey_unavailable", "queue_full")
 for _reason in ENQUEUE_FAILURE_REASONS:
     ENQUEUE_FAILURES.labels(reason=_reason)
 

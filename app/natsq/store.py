@@ -205,6 +205,11 @@ class TaskStore:
     def _ended_channel(self, task_id: str) -> str:
         return f"{self.namespace}:ended:{task_id}"
 
+    def _idempotency_key(self, owner: str, idempotency_key: str) -> str:
+        # Hashed: any owner and key make a key of one fixed shape.
+        scoped = hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()
+        return f"{self.namespace}:idem:{scoped}"
+
     @property
     def _index_key(self) -> str:
         return f"{self.namespace}:tasks"
@@ -242,9 +247,7 @@ class TaskStore:
         now_ms = int(time.time() * 1000)
         keys = [self._key(task_id), self._index_key]
         if idempotency_key:
-            # Hashed: any owner and key make a key of one fixed shape.
-            scoped = hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()
-            keys.append(f"{self.namespace}:idem:{scoped}")
+            keys.append(self._idempotency_key(owner, idempotency_key))
         existing = self._create(
             keys=keys,
             args=[self.ttl_s, f"{task_id} {fingerprint}", _index_member(task_id, now_ms), self._expired_below(now_ms), *fields],
@@ -346,8 +349,12 @@ class TaskStore:
     def mark_published(self, task_id: str) -> None:
         self.client.hset(self._key(task_id), "published", "1")
 
-    def forget(self, task_id: str) -> None:
-        self.client.delete(self._key(task_id))
+    def forget(self, task_id: str, *, owner: str = "", idempotency_key: str | None = None) -> None:
+        """Remove a task that was never stored in JetStream, and the Idempotency-Key that made it."""
+        keys = [self._key(task_id)]
+        if idempotency_key:
+            keys.append(self._idempotency_key(owner, idempotency_key))
+        self.client.delete(*keys)
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         return self._decode(task_id, self.client.hgetall(self._key(task_id)))

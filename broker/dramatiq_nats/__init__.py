@@ -8,7 +8,7 @@ from .broker import DEFAULT_URL, NatsBroker, QueueStats
 from .connection import MIN_SERVER_VERSION, ServerTooOld
 from .consumer import DeadLettered, NatsMessage
 from .dead_letters import DeadLetter
-from .errors import EnqueueFailed, PublishRejected
+from .errors import EnqueueFailed, PublishRejected, StorageFull
 from .topology import encode_queue_name
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "PublishRejected",
     "QueueStats",
     "ServerTooOld",
+    "StorageFull",
     "encode_queue_name",
 ]

@@ -14,6 +14,15 @@ class PublishRejected(ConnectionClosed):
     """
 
 
+class StorageFull(PublishRejected):
+    """JetStream has no room for the message: a limit of the stream or of the account, or the server's store.
+
+    Definite: the message was not stored (JetStream de-duplicates before it checks room, so a
+    retried publish of a stored message is acknowledged as a duplicate instead). Publishing it
+    again helps once consumers have made room.
+    """
+
+
 class EnqueueFailed(BrokerError):
     """Some messages of a batch were not stored.
 

@@ -18,7 +18,7 @@ import nats.js.errors
 from dramatiq.errors import BrokerError, ConnectionClosed
 from nats.aio.msg import Msg
 
-from .errors import PublishRejected
+from .errors import PublishRejected, StorageFull
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -48,11 +48,14 @@ _RETRYABLE = (
     nats.js.errors.ServiceUnavailableError,
 )
 
-#: JetStream error codes that no retry can clear: the server's storage is
-#: exhausted (insufficient resources, storage resources exceeded), the stream
-#: is full (store failed: maximum messages/bytes), or the message is larger
-#: than the stream's max_msg_size.
-_REJECTED_ERR_CODES = frozenset({10023, 10047, 10054, 10077})
+#: JetStream error codes that no retry can clear: no room (below), or the
+#: message is larger than the stream's max_msg_size.
+_REJECTED_ERR_CODES = frozenset({10054})
+#: JetStream error codes for "no room": the account's JetStream limit is
+#: reached (resource limits exceeded for account), the server's storage is
+#: exhausted (insufficient resources, storage resources exceeded), or the
+#: stream is full (store failed: maximum messages/bytes).
+_FULL_ERR_CODES = frozenset({10002, 10023, 10047, 10077})
 
 
 @dataclass(eq=False)
@@ -193,7 +196,7 @@ class Publisher:
         Returns the PubAck (``stream``, ``seq``, ``duplicate``).
 
         Raises:
-          PublishRejected: It can never be stored (too large, store full).
+          PublishRejected: It can never be stored (too large; StorageFull: no room).
           ConnectionClosed: JetStream did not acknowledge it in time, or rejected it.
         """
         loop = asyncio.get_running_loop()
@@ -332,6 +335,8 @@ def _pub_ack(reply: Msg | None) -> dict[str, Any]:
     ack = json.loads(reply.data)
     error = ack.get("error")
     if error:
+        if error.get("err_code") in _FULL_ERR_CODES:
+            raise StorageFull(f"JetStream has no room for the message: {error.get('description')}")
         if error.get("err_code") in _REJECTED_ERR_CODES:
             raise PublishRejected(f"JetStream refused the message: {error.get('description')}")
         nats.js.errors.APIError.from_error(error)  # raises the matching nats-py error

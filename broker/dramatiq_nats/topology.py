@@ -115,9 +115,12 @@ class Topology:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=self.storage,
             num_replicas=self.replicas,
-            # Schedules are incompatible with discard=new; the stream has no
-            # limits of its own, so a full server store rejects publishes
-            # (back-pressure) instead of dropping queued work.
+            # Schedules are incompatible with discard=new, and with
+            # discard=old a work queue over max_bytes or max_msgs silently
+            # drops queued messages (measured on nats-server 2.15.1). So the
+            # stream has no limits of its own: the account's JetStream limit
+            # or a full server store rejects publishes (StorageFull,
+            # back-pressure) instead of dropping queued work.
             allow_msg_schedules=True,
             # Direct gets count the scheduled messages of a queue in one
             # request (see NatsBroker.queue_stats).

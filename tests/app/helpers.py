@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
+import nats
 import requests
 
 from tests.conftest import wait_until
@@ -16,6 +18,27 @@ def task(base_url: str, task_id: str, headers: dict | None = None) -> dict:
     response = requests.get(f"{base_url}/task/{task_id}", headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def nats_errors_as(url: str, user: str, password: str, action) -> list[str]:
+    """Run ``action(nc, js)`` as a NATS user; the errors the server reported (a denied request also times out)."""
+    violations: list[str] = []
+
+    async def on_error(e: Exception) -> None:
+        violations.append(str(e))
+
+    nc = await nats.connect(url, user=user, password=password, inbox_prefix=f"_INBOX_{user}",
+                            error_cb=on_error, max_reconnect_attempts=0)
+    try:
+        try:
+            await action(nc, nc.jetstream(timeout=1))
+        except Exception:  # a denied request goes unanswered: the server's error is what counts
+            pass
+        await nc.flush(timeout=1)
+        await asyncio.sleep(0.1)  # the server's -ERR arrives asynchronously
+    finally:
+        await nc.close()
+    return violations
 
 
 def wait_for_state(base_url: str, task_id: str, *states: str, timeout: float = 20, headers: dict | None = None) -> dict:

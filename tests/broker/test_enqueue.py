@@ -10,7 +10,7 @@ import pytest
 from dramatiq.common import current_millis
 from dramatiq.errors import BrokerError
 
-from dramatiq_nats import EnqueueFailed, PublishRejected
+from dramatiq_nats import EnqueueFailed, PublishRejected, StorageFull
 from tests.broker.test_declare import stream_config, update_stream
 
 
@@ -85,3 +85,23 @@ def test_a_batch_reports_which_messages_were_stored(broker):
     assert broker.queue_stats("default").pending == 2
     assert str(raised.value).startswith("1 of 3 messages not stored (1 x PublishRejected, e.g. ")
     assert "args=" not in repr(raised.value), "repr names the counts, not every message"
+
+
+def test_a_full_account_raises_storage_full_at_once(make_broker, start_nats):
+    """The account's JetStream limit reached: a definite refusal, told apart from an unknown outcome."""
+    from tests.conftest import NatsServer
+
+    server = start_nats(NatsServer.FULL_ACCOUNT_CONFIG)
+    broker = make_broker(url=server.url)
+    broker.declare_queue("default")
+    stored = 0
+    started = time.monotonic()
+    with pytest.raises(StorageFull) as raised:
+        while stored < 1_000:  # 16 KiB hold far fewer
+            broker.enqueue(dramatiq.Message(queue_name="default", actor_name="a", args=("x" * 200,), kwargs={}, options={}))
+            stored += 1
+    assert 10 < stored < 1_000
+    assert "resource limits exceeded for account" in str(raised.value)
+    assert isinstance(raised.value, PublishRejected)
+    assert time.monotonic() - started < 5  # the last one was not retried until publish_timeout_ms
+    assert broker.queue_stats("default").pending == stored
