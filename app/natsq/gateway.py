@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from dramatiq_nats import NatsBroker
+from dramatiq_nats import NatsBroker, PendingEnqueue
 
 from . import metrics, registry
 from .auth import TokenVerifier, require_scope
@@ -106,17 +106,45 @@ def submit_task():
     )
     task_id = message.message_id  # a fresh UUID: the task id users see
     current_task_id.set(task_id)
-    replayable = {}
-    if idempotency_key:
-        replayable["message"] = message.encode()
-        if submitted.delay_ms:
-            replayable["not_before_ms"] = int(time.time() * 1000) + submitted.delay_ms
     owner = current_caller().owner
     svc.limits.admit(owner, task_id)
+    if idempotency_key:
+        return _submit_once(svc, spec, message, submitted.delay_ms, owner, idempotency_key)
+    try:
+        publishing = _start_enqueue(svc, message, submitted.delay_ms)
+    except ApiError:
+        svc.limits.release(owner, task_id)
+        raise
+    try:
+        # Recorded while JetStream stores the message: both are done before the 202, so
+        # GET /task/<id> and cancel work at once, and a worker that starts the task first
+        # keeps its state (TaskStore.create).
+        svc.store.create(task_id, spec.name, owner=owner)
+    except valkey.exceptions.ValkeyError:
+        _published_unrecorded(publishing, task_id)
+        raise
+    try:
+        _settle(publishing)
+    except ApiError:
+        svc.store.forget(task_id)  # never accepted: no queued record stays behind
+        svc.limits.release(owner, task_id)
+        raise
+    return _accepted_new(spec, task_id, submitted.delay_ms)
+
+
+def _submit_once(svc: Services, spec: registry.TaskSpec, message: dramatiq.Message, delay_ms: int | None,
+                 owner: str, idempotency_key: str):
+    """A request with an Idempotency-Key: the key is claimed before anything is published
+    (a repeat must publish nothing new), so recording and publishing run one after the other."""
+    task_id = message.message_id
+    # What a replay needs to publish the same message again.
+    replayable = {"message": message.encode()}
+    if delay_ms:
+        replayable["not_before_ms"] = int(time.time() * 1000) + delay_ms
     try:
         existing = svc.store.create(
             task_id, spec.name, owner=owner, idempotency_key=idempotency_key,
-            fingerprint=_fingerprint(message, submitted.delay_ms), **replayable,
+            fingerprint=_fingerprint(message, delay_ms), **replayable,
         )
     except IdempotencyConflict:
         svc.limits.release(owner, task_id)
@@ -128,16 +156,19 @@ def submit_task():
         svc.limits.release(owner, task_id)
         return _replay(svc, existing)
     try:
-        _enqueue(svc, message, submitted.delay_ms)
+        _enqueue(svc, message, delay_ms)
     except ApiError:
-        if idempotency_key is None:
-            svc.store.forget(task_id)  # the client retries with a new request
-            svc.limits.release(owner, task_id)
+        # Kept for the client's retry with the same key, which publishes the same message
+        # again (JetStream drops it if this one did land); hidden until then.
+        svc.store.mark_publish_failed(task_id)
         raise
-    if idempotency_key:
-        svc.store.mark_published(task_id)
+    svc.store.mark_published(task_id)
+    return _accepted_new(spec, task_id, delay_ms)
+
+
+def _accepted_new(spec: registry.TaskSpec, task_id: str, delay_ms: int | None) -> Response:
     metrics.TASKS_SUBMITTED.labels(spec.queue, spec.name).inc()
-    logger.info("Task accepted.", extra={"actor": spec.name, "queue": spec.queue, "delay_ms": submitted.delay_ms})
+    logger.info("Task accepted.", extra={"actor": spec.name, "queue": spec.queue, "delay_ms": delay_ms})
     return _accepted(task_id, "queued")
 
 
@@ -147,31 +178,69 @@ def _fingerprint(message: dramatiq.Message, delay_ms: int | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> None:
+@dataclass
+class _Publishing:
+    pending: PendingEnqueue
+    started: float
+
+
+def _start_enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> _Publishing:
+    """Hand the message to the broker, which publishes it in the background; 503 if it cannot."""
     started = time.perf_counter()
     try:
-        svc.broker.enqueue(message, delay=delay_ms)
+        return _Publishing(svc.broker.start_enqueue(message, delay=delay_ms), started)
     except BrokerError as e:
-        metrics.ENQUEUE_FAILURES.labels(reason="nats_unavailable").inc()
-        logger.error("Task not enqueued: %s", e)
-        raise ApiError(
-            503, "unavailable", "the task queue is unavailable; the task was not accepted",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from None
-    metrics.PUBLISH_LATENCY.observe(time.perf_counter() - started)
+        raise _not_enqueued(e) from None
+
+
+def _settle(publishing: _Publishing) -> None:
+    """Wait until JetStream stored the message; 503 if it did not."""
+    try:
+        publishing.pending.result()
+    except BrokerError as e:
+        raise _not_enqueued(e) from None
+    metrics.PUBLISH_LATENCY.observe(time.perf_counter() - publishing.started)
+
+
+def _enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> None:
+    _settle(_start_enqueue(svc, message, delay_ms))
+
+
+def _not_enqueued(error: BrokerError) -> ApiError:
+    metrics.ENQUEUE_FAILURES.labels(reason="nats_unavailable").inc()
+    logger.error("Task not enqueued: %s", error)
+    return ApiError(
+        503, "unavailable", "the task queue is unavailable; the task was not accepted",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _published_unrecorded(publishing: _Publishing, task_id: str) -> None:
+    """Valkey failed while the message was being published: the client gets a 503 all the same.
+
+    If JetStream stored the message, the task runs (a worker records it when it starts it) with
+    no owner on its record, and a client that retries runs it twice: logged, to be found.
+    """
+    try:
+        publishing.pending.result()
+    except BrokerError:
+        return
+    logger.error("Task published but not recorded (Valkey failed); it will run although the client got a 503.",
+                 extra={"task_id": task_id})
 
 
 def _replay(svc: Services, task_id: str):
     """The answer to a repeated Idempotency-Key: the task it created first."""
     current_task_id.set(task_id)
-    task = svc.store.get(task_id)
-    if task is not None and not task["_published"] and task["_message"]:
+    unpublished = svc.store.unpublished(task_id)
+    if unpublished is not None:
         # The first request did not see its publish acknowledged: publish the
         # same message again; JetStream drops it if the first one did land.
-        not_before = task["_not_before_ms"]
+        message, not_before = unpublished
         delay_ms = max(not_before - int(time.time() * 1000), 0) if not_before else None
-        _enqueue(svc, dramatiq.Message.decode(task["_message"]), delay_ms)
+        _enqueue(svc, dramatiq.Message.decode(message), delay_ms)
         svc.store.mark_published(task_id)
+    task = svc.store.get(task_id)
     response = _accepted(task_id, task["state"] if task else "queued")
     response.headers["Idempotent-Replayed"] = "true"
     return response

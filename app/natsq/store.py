@@ -45,7 +45,8 @@ CURSOR_PATTERN = r"^[0-9]{13}:[0-9a-f-]{36}$"
 _CURSOR = re.compile(CURSOR_PATTERN)
 
 # KEYS: the task's hash, the task index, then the idempotency key if there is one (never an
-# empty key name: ACL key patterns would refuse it).
+# empty key name: ACL key patterns would refuse it). ARGV: TTL, idempotency value, index member,
+# expired index range, outstanding-set prefix, owner, task id, then the record's fields.
 _CREATE = """
 local ttl = tonumber(ARGV[1])
 if KEYS[3] then
@@ -53,7 +54,18 @@ if KEYS[3] then
   if existing then return existing end
   redis.call('SET', KEYS[3], ARGV[2], 'EX', ttl)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- A worker started the task first (the gateway records a task while JetStream stores it):
+  -- its state stands; the owner is what only the gateway knows. A task that ended already
+  -- found no owner whose outstanding slot to give back: given back here.
+  redis.call('HSET', KEYS[1], 'owner', ARGV[6])
+  local state = redis.call('HGET', KEYS[1], 'state')
+  if state == 'succeeded' or state == 'dead-lettered' or state == 'cancelled' then
+    redis.call('ZREM', ARGV[5] .. redis.sha1hex(ARGV[6]), ARGV[7])
+  end
+  return false
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
 redis.call('ZREMRANGEBYLEX', KEYS[2], '-', ARGV[4])
@@ -73,7 +85,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'actor', ARGV[5], 'attempts', ARGV[2],
            'started_at', now, 'updated_at', now, 'error', '')
-redis.call('HDEL', KEYS[1], 'progress')
+-- A worker has the message, so its publish did land after all.
+redis.call('HDEL', KEYS[1], 'progress', 'publish_failed')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
@@ -228,7 +241,8 @@ class TaskStore:
     ) -> str | None:
         """Record a new queued task of ``owner``.
 
-        With an idempotency key the same owner used before, nothing is written
+        A record a worker made first (it started the task before this call
+        arrived) keeps its state and gains the owner. With an idempotency key the same owner used before, nothing is written
         and the id of the task it created is returned instead; if that request's
         ``fingerprint`` differs, IdempotencyConflict is raised. ``message`` and
         ``not_before_ms`` (epoch ms) let a replay publish the same message again.
@@ -247,7 +261,8 @@ class TaskStore:
             keys.append(f"{self.namespace}:idem:{scoped}")
         existing = self._create(
             keys=keys,
-            args=[self.ttl_s, f"{task_id} {fingerprint}", _index_member(task_id, now_ms), self._expired_below(now_ms), *fields],
+            args=[self.ttl_s, f"{task_id} {fingerprint}", _index_member(task_id, now_ms), self._expired_below(now_ms),
+                  outstanding_prefix(self.namespace), owner, task_id, *fields],
         )
         if not existing:
             return None
@@ -344,7 +359,22 @@ class TaskStore:
         return found, high[1:]
 
     def mark_published(self, task_id: str) -> None:
-        self.client.hset(self._key(task_id), "published", "1")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._key(task_id), "published", "1")
+        pipe.hdel(self._key(task_id), "publish_failed")
+        pipe.execute()
+
+    def mark_publish_failed(self, task_id: str) -> None:
+        """Hide a task whose publish failed (the client got a 503) until its replay publishes it."""
+        self.client.hset(self._key(task_id), "publish_failed", "1")
+
+    def unpublished(self, task_id: str) -> tuple[bytes, int | None] | None:
+        """The message and due time (epoch ms) of a task created with an idempotency key whose
+        publish was never acknowledged; None if it was (or the record is gone)."""
+        message, not_before_ms, published = self.client.hmget(self._key(task_id), "message", "not_before_ms", "published")
+        if message is None or published == b"1":
+            return None
+        return message, int(not_before_ms) if not_before_ms is not None else None
 
     def forget(self, task_id: str) -> None:
         self.client.delete(self._key(task_id))
@@ -354,8 +384,8 @@ class TaskStore:
 
     @staticmethod
     def _decode(task_id: str, raw: dict[bytes, bytes]) -> dict[str, Any] | None:
-        if not raw or b"state" not in raw:
-            return None
+        if not raw or b"state" not in raw or b"publish_failed" in raw:
+            return None  # unknown, or never accepted (its publish failed)
         record = {k.decode(): v for k, v in raw.items()}
         task = {
             "task_id": task_id,
@@ -370,9 +400,6 @@ class TaskStore:
         for field in ("created_at", "started_at", "finished_at", "updated_at"):
             task[field] = record[field].decode() if field in record else None
         task["_owner"] = record["owner"].decode() if "owner" in record else ""
-        task["_published"] = record.get("published") == b"1"
-        task["_message"] = record.get("message")
-        task["_not_before_ms"] = int(record["not_before_ms"]) if "not_before_ms" in record else None
         return task
 
     def stats(self) -> dict[str, Any]:
