@@ -15,9 +15,9 @@ without it) and valkey-server on free ports, then:
   updates, the JSON log line, Valkey's task record, the publish, and recording-then-publishing
   against publishing-while-recording.
 
-py-spy samples threads that run (not those that wait), so a profile shows where CPU goes. The
+py-spy samples only the thread that holds the GIL, so a profile shows where Python spends CPU. The
 summary prints, per profile, the share of samples by package of the innermost frame and the
-frames with the largest inclusive share; the collapsed stacks and flame graphs go to --out.
+frames with the largest inclusive share; the collapsed stacks go to --out.
 """
 
 from __future__ import annotations
@@ -66,14 +66,12 @@ def log(text: str) -> None:
 
 
 def record(pid: int, seconds: float, out: Path, name: str, rate: int) -> Path:
-    """py-spy's collapsed stacks of ``pid`` and its children for ``seconds``, and a flame graph."""
+    """py-spy's collapsed stacks of ``pid`` and its children for ``seconds``: only threads
+    holding the GIL, so the samples are where Python spends CPU (flamegraph.pl draws them)."""
     raw = out / f"{name}.txt"
-    common = ["--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate), "--subprocesses", "--nonblocking"]
-    svg = subprocess.Popen([str(PY_SPY), "record", *common, "--format", "flamegraph", "-o", str(out / f"{name}.svg")],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([str(PY_SPY), "record", *common, "--format", "raw", "-o", str(raw)],
+    subprocess.run([str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
+                    "--subprocesses", "--nonblocking", "--gil", "--format", "raw", "-o", str(raw)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=seconds + 60)
-    svg.wait(60)
     return raw
 
 
@@ -88,6 +86,36 @@ def package(frame: str) -> str:
     return path or frame
 
 
+#: Steps of a request, by the frames a sample's stack holds (the first match wins).
+GATEWAY_STEPS = [
+    ("NATS event-loop thread (publishes, PubAcks)", lambda st: "_loop.py" in st),
+    ("auth (bearer token)", lambda st: "_authorize (natsq/auth.py" in st),
+    ("JSON body parsing", lambda st: "_json_body (natsq/gateway.py" in st),
+    ("request and payload models (pydantic)", lambda st: "model_validate" in st or "TaskSpec.validate" in st),
+    ("Valkey: the task record (TaskStore.create)", lambda st: "TaskStore.create" in st),
+    ("publish from the request thread (start, wait)", lambda st: "_start_enqueue" in st or "_settle (" in st),
+    ("metrics (prometheus_client)", lambda st: "prometheus_client/" in st),
+    ("logging", lambda st: "logging/__init__.py" in st),
+    ("rest of the view (message, response)", lambda st: "submit_task (natsq/gateway.py" in st),
+    ("Flask and werkzeug around the view", lambda st: "Flask.__call__" in st),
+    ("gunicorn: accept, parse, write, keep-alive", lambda st: "gunicorn/" in st),
+]
+
+
+def steps(raw: Path, rules: list) -> str:
+    """Shares of samples by step (GATEWAY_STEPS)."""
+    shares: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        shares[next((name for name, matches in rules if matches(stack)), "other")] += int(count)
+    return "\n".join(["by step of the request (first matching rule):"]
+                     + [f"  {n / total:6.1%}  {name}" for name, n in shares.most_common()])
+
+
 def summarize(raw: Path, title: str, top: int = 25) -> str:
     """Shares of samples by the innermost frame's package, and the frames with the most inclusive time."""
     by_package: collections.Counter[str] = collections.Counter()
@@ -95,7 +123,7 @@ def summarize(raw: Path, title: str, top: int = 25) -> str:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        if not stack or not count.isdigit():
             continue
         n = int(count)
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
@@ -145,7 +173,8 @@ def profile_gateway(nats_url: str, valkey_url: str, tmp: Path, out: Path, second
         data = run_wrk(wrk, f"{url}/task", script, seconds - 2, 32)
         profiler.wait(seconds + 90)
         log(f"gateway under wrk: {data['rps']:,.0f} req/s, p99 {data['p99_ms']:.1f} ms (profiled)")
-        return summarize(out / "gateway.txt", f"gateway under wrk, 32 connections ({data['rps']:,.0f} req/s while profiled)")
+        title = f"gateway under wrk, 32 connections ({data['rps']:,.0f} req/s while profiled)"
+        return summarize(out / "gateway.txt", title) + "\n\n" + steps(out / "gateway.txt", GATEWAY_STEPS)
     finally:
         stop_service(service)
 
@@ -167,8 +196,10 @@ broker.close()
 """
 
 
-def profile_enqueue(nats_url: str, out: Path, seconds: float, rate: int) -> str:
-    child = subprocess.Popen([sys.executable, "-c", ENQUEUE_LOOP, nats_url, f"prof{uuid.uuid4().hex[:6]}", str(seconds)],
+def profile_enqueue(nats_url: str, tmp: Path, out: Path, seconds: float, rate: int) -> str:
+    script = tmp / "enqueue_loop.py"  # a file: py-spy names the process by its one-line command
+    script.write_text(ENQUEUE_LOOP)
+    child = subprocess.Popen([sys.executable, str(script), nats_url, f"prof{uuid.uuid4().hex[:6]}", str(seconds)],
                              stdout=subprocess.PIPE, text=True, env=subprocess_env())
     assert child.stdout.readline().strip() == "ready"
     record(child.pid, seconds - 1, out, "enqueue", rate)
@@ -180,14 +211,14 @@ def profile_enqueue(nats_url: str, out: Path, seconds: float, rate: int) -> str:
 
 def timed(fn, n: int) -> float:
     """Median µs of one call of ``fn``, over ``n`` calls in batches."""
-    batch = max(n // 20, 1)
-    samples = []
-    for _ in range(20):
-        started = time.perf_counter()
-        for _ in range(batch):
-            fn()
-        samples.append((time.perf_counter() - started) / batch * 1e6)
-    return statistics.median(samples)
+    return statistics.median(_batch_micros(fn, max(n // 20, 1)) for _ in range(20))
+
+
+def _batch_micros(fn, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - started) / calls * 1e6
 
 
 def measure_layers(nats_url: str, valkey_url: str, tmp: Path, n: int) -> str:
@@ -257,8 +288,6 @@ def measure_layers(nats_url: str, valkey_url: str, tmp: Path, n: int) -> str:
         ("one JSON log line", lambda: log_target.info("Task accepted.", extra={"actor": "wait", "queue": "default"}), n * 10),
         ("Valkey: the task record (one Lua call)", lambda: store.create(str(uuid.uuid4()), spec.name), n),
         ("NATS: enqueue (publish, wait for the PubAck)", lambda: broker.enqueue(message()), n),
-        ("record, then publish (before)", serial, n),
-        ("publish while recording (now)", overlapped, n),
         ("whole POST /task in process (Flask test client, no HTTP server)",
          lambda: client.post("/task", data=body_text, content_type="application/json"), n),
     ]
@@ -268,6 +297,15 @@ def measure_layers(nats_url: str, valkey_url: str, tmp: Path, n: int) -> str:
         micros = timed(fn, count)
         lines.append(f"  {micros:9.1f} µs  {title}")
         log(f"  {micros:9.1f} µs  {title}")
+    # Interleaved batch by batch, so that the machine's load changes touch both alike.
+    both = {"record, then publish (before)": (serial, []), "publish while recording (now)": (overlapped, [])}
+    for _ in range(20):
+        for fn, samples in both.values():
+            samples.append(_batch_micros(fn, max(n // 20, 1)))
+    for title, (_, samples) in both.items():
+        micros = statistics.median(samples)
+        lines.append(f"  {micros:9.1f} µs  {title} (interleaved)")
+        log(f"  {micros:9.1f} µs  {title} (interleaved)")
     broker.close()
     return "\n".join(lines)
 
@@ -282,7 +320,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per layer that does I/O (ten times that for the others)")
     parser.add_argument("--default-sync", action="store_true", help="nats-server without sync_interval: always")
     parser.add_argument("--only", default="gateway,enqueue,layers", help="comma-separated: gateway,enqueue,layers")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "profiles", help="stacks, flame graphs, summary")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "profiles", help="stacks and summary")
     parser.add_argument("--record-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--record-seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--record-name", help=argparse.SUPPRESS)
@@ -308,7 +346,7 @@ def main() -> int:
         if "gateway" in parts:
             sections.append(profile_gateway(nats.url, valkey.url, tmp, args.out, args.seconds, args.rate))
         if "enqueue" in parts:
-            sections.append(profile_enqueue(nats.url, args.out, args.seconds, args.rate))
+            sections.append(profile_enqueue(nats.url, tmp, args.out, args.seconds, args.rate))
         if "layers" in parts:
             sections.append(measure_layers(nats.url, valkey.url, tmp, args.calls))
         sections.append(f"load average at end {os.getloadavg()[0]:.1f}")
