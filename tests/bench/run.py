@@ -117,9 +117,10 @@ LABELS = {"nats_always": "NatsBroker (sync always)", "nats_default": "NatsBroker
 
 
 def short_error(error: Exception) -> str:
-    """An error for the table: EnqueueFailed's repr lists every message (megabytes for a batch)."""
+    """An error for the table: EnqueueFailed's repr and text list every message (megabytes for a batch)."""
     if isinstance(error, EnqueueFailed):
-        return f"EnqueueFailed({error})"
+        total = len(error.stored) + len(error.failed)
+        return f"EnqueueFailed: {len(error.failed)} of {total} messages not stored; the first: {error.failed[0][1]!r}"
     text = repr(error)
     return text if len(text) <= 500 else text[:500] + "..."
 
@@ -1122,7 +1123,8 @@ def main(argv: list[str] | None = None) -> int:
                     except Exception as e:  # noqa: BLE001 - one broken figure must not lose the others
                         message = f"{label} / {target.key}: {short_error(e)}"
                         log(f"  ERROR {message}")
-                        errors.append(message + "\n" + traceback.format_exc())
+                        # The stack without the exception's text, which is in the message already, shortened.
+                        errors.append(message + "\n" + "".join(traceback.format_tb(e.__traceback__)))
                         for key in figure_keys:
                             by_key[key].error = message
                             by_key[key].failed_runs[target.key] = by_key[key].failed_runs.get(target.key, 0) + 1
