@@ -242,8 +242,9 @@ class TaskStore:
         """Record a new queued task of ``owner``.
 
         A record a worker made first (it started the task before this call
-        arrived) keeps its state and gains the owner. With an idempotency key the same owner used before, nothing is written
-        and the id of the task it created is returned instead; if that request's
+        arrived) keeps its state and gains the owner. With an idempotency key
+        the same owner used before, nothing is written and the id of the task
+        it created is returned instead; if that request's
         ``fingerprint`` differs, IdempotencyConflict is raised. ``message`` and
         ``not_before_ms`` (epoch ms) let a replay publish the same message again.
         """
