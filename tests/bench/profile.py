@@ -320,6 +320,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per layer that does I/O (ten times that for the others)")
     parser.add_argument("--default-sync", action="store_true", help="nats-server without sync_interval: always")
     parser.add_argument("--only", default="gateway,enqueue,layers", help="comma-separated: gateway,enqueue,layers")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="layers only: this much latency each way to both servers (chaos/fault_proxy.py), "
+                             "as between hosts rather than on loopback")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "profiles", help="stacks and summary")
     parser.add_argument("--record-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--record-seconds", type=float, help=argparse.SUPPRESS)
@@ -348,7 +351,15 @@ def main() -> int:
         if "enqueue" in parts:
             sections.append(profile_enqueue(nats.url, tmp, args.out, args.seconds, args.rate))
         if "layers" in parts:
-            sections.append(measure_layers(nats.url, valkey.url, tmp, args.calls))
+            nats_url, valkey_url = nats.url, valkey.url
+            if args.latency_ms:
+                from chaos.fault_proxy import FaultProxy, Faults
+
+                proxies = [FaultProxy(server.port, Faults(latency_ms=args.latency_ms)).start() for server in (nats, valkey)]
+                servers += proxies
+                nats_url, valkey_url = f"nats://127.0.0.1:{proxies[0].port}", f"redis://127.0.0.1:{proxies[1].port}/0"
+                sections[0] += f", {args.latency_ms:g} ms each way to both servers"
+            sections.append(measure_layers(nats_url, valkey_url, tmp, args.calls))
         sections.append(f"load average at end {os.getloadavg()[0]:.1f}")
         text = "\n\n".join(sections) + "\n"
         (args.out / "summary.txt").write_text(text)
