@@ -16,7 +16,7 @@ without it) and valkey-server on free ports, then:
   against publishing-while-recording.
 
 py-spy samples only the thread that holds the GIL, so a profile shows where Python spends CPU. The
-summary prints, per profile, the share of samples by package of the innermost frame and the
+summary prints, per profile, the share of samples by file of the innermost frame and the
 frames with the largest inclusive share; the collapsed stacks go to --out.
 """
 
@@ -26,7 +26,6 @@ import argparse
 import collections
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -53,8 +52,6 @@ from tests.bench.run import (  # noqa: E402
 from tests.conftest import VENV_BIN, Service, free_port, http_ready, subprocess_env, wait_until  # noqa: E402
 
 PY_SPY = VENV_BIN / "py-spy"
-#: Package of a frame, from its file path (site-packages, the project's trees, the standard library).
-_PACKAGE = re.compile(r"(?:site-packages/|/app/|/broker/)([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def log(text: str) -> None:
@@ -75,15 +72,9 @@ def record(pid: int, seconds: float, out: Path, name: str, rate: int) -> Path:
     return raw
 
 
-def package(frame: str) -> str:
-    """``function (path:line)`` -> the package or module the code belongs to."""
-    path = frame[frame.rfind("(") + 1:].rsplit(":", 1)[0]
-    match = _PACKAGE.search(path)
-    if match:
-        return match.group(1).removesuffix(".py")
-    if "/lib/python" in path:
-        return "stdlib " + Path(path).stem
-    return path or frame
+def source_file(frame: str) -> str:
+    """``function (file:line)`` -> the file (py-spy shortens it to the package's path)."""
+    return frame[frame.rfind("(") + 1:].rsplit(":", 1)[0] or frame
 
 
 #: Steps of a request, by the frames a sample's stack holds (the first match wins).
@@ -102,39 +93,40 @@ GATEWAY_STEPS = [
 ]
 
 
+def stacks(raw: Path):
+    """(stack, samples) of each line of py-spy's collapsed stacks."""
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack, int(count)
+
+
 def steps(raw: Path, rules: list) -> str:
     """Shares of samples by step (GATEWAY_STEPS)."""
     shares: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        total += int(count)
-        shares[next((name for name, matches in rules if matches(stack)), "other")] += int(count)
+    for stack, n in stacks(raw):
+        total += n
+        shares[next((name for name, matches in rules if matches(stack)), "other")] += n
     return "\n".join(["by step of the request (first matching rule):"]
                      + [f"  {n / total:6.1%}  {name}" for name, n in shares.most_common()])
 
 
 def summarize(raw: Path, title: str, top: int = 25) -> str:
-    """Shares of samples by the innermost frame's package, and the frames with the most inclusive time."""
-    by_package: collections.Counter[str] = collections.Counter()
+    """Shares of samples by the innermost frame's file, and the frames with the most inclusive time."""
+    by_file: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for stack, n in stacks(raw):
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
         total += n
-        by_package[package(frames[-1])] += n
+        by_file[source_file(frames[-1])] += n
         for frame in set(frames):
             inclusive[frame] += n
-    lines = [f"## {title}: {total} samples", "", "self time by package of the innermost frame:"]
-    lines += [f"  {share / total:6.1%}  {name}" for name, share in by_package.most_common(15)]
+    lines = [f"## {title}: {total} samples", "", "self time by file of the innermost frame:"]
+    lines += [f"  {share / total:6.1%}  {name}" for name, share in by_file.most_common(15)]
     lines += ["", "inclusive time (frames below the request/loop entry points):"]
     shown = 0
     for frame, n in inclusive.most_common():
