@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import requests
+import valkey
 
 from chaos.fault_proxy import FaultProxy, Faults
 from tests.app.helpers import AUDIENCE, ISSUER, SECRET, submit, task, token, wait_for_state
@@ -23,7 +24,7 @@ SLOW_VALKEY_MS = 300
 
 @pytest.fixture
 def slow_valkey(valkey_server):
-    proxy = FaultProxy(int(valkey_server.url.rsplit(":", 1)[1].split("/")[0]), Faults(latency_ms=SLOW_VALKEY_MS)).start()
+    proxy = FaultProxy(valkey_server.port, Faults(latency_ms=SLOW_VALKEY_MS)).start()
     yield f"redis://127.0.0.1:{proxy.port}"
     proxy.stop()
 
@@ -53,9 +54,7 @@ def test_a_task_that_ends_before_the_gateway_records_it_keeps_its_state_owner_an
         system.stop()
 
 
-def queued_records(valkey_url: str, namespace: str) -> list[dict]:
-    import valkey
-
+def task_records(valkey_url: str, namespace: str) -> list[dict]:
     client = valkey.Valkey.from_url(valkey_url)
     try:
         return [client.hgetall(key) for key in client.scan_iter(f"{namespace}:task:*")]
@@ -78,7 +77,7 @@ def test_a_refused_publish_leaves_no_queued_task_and_a_key_to_retry_with(make_st
     # Neither request left a task anyone is shown as queued.
     assert requests.get(f"{system.gateway_url}/tasks", timeout=10).json()["tasks"] == []
     namespace = system.env["NATSQ_NAMESPACE"]
-    assert [r for r in queued_records(valkey_server.url, namespace) if b"publish_failed" not in r] == []
+    assert [r for r in task_records(valkey_server.url, namespace) if b"publish_failed" not in r] == []
 
     server.start()
     retried = submit(system.gateway_url, "count_primes", {"limit": 100}, headers={"Idempotency-Key": key})
