@@ -139,6 +139,10 @@ def submit_task():
         if idempotency_key is None or e.code == QUEUE_FULL:
             svc.store.forget(task_id, owner=owner, idempotency_key=idempotency_key)
             svc.limits.release(owner, task_id)
+        else:
+            # Kept for the client's retry with the same key, which publishes the same message
+            # again (JetStream drops it if this one did land); hidden until then.
+            svc.store.mark_publish_failed(task_id)
         raise
     if idempotency_key:
         svc.store.mark_published(task_id)
@@ -177,14 +181,15 @@ def _enqueue(svc: Services, message: dramatiq.Message, delay_ms: int | None) -> 
 def _replay(svc: Services, task_id: str):
     """The answer to a repeated Idempotency-Key: the task it created first."""
     current_task_id.set(task_id)
-    task = svc.store.get(task_id)
-    if task is not None and not task["_published"] and task["_message"]:
+    unpublished = svc.store.unpublished(task_id)
+    if unpublished is not None:
         # The first request did not see its publish acknowledged: publish the
         # same message again; JetStream drops it if the first one did land.
-        not_before = task["_not_before_ms"]
+        message, not_before = unpublished
         delay_ms = max(not_before - int(time.time() * 1000), 0) if not_before else None
-        _enqueue(svc, dramatiq.Message.decode(task["_message"]), delay_ms)
+        _enqueue(svc, dramatiq.Message.decode(message), delay_ms)
         svc.store.mark_published(task_id)
+    task = svc.store.get(task_id)
     response = _accepted(task_id, task["state"] if task else "queued")
     response.headers["Idempotent-Replayed"] = "true"
     return response

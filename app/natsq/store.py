@@ -45,7 +45,8 @@ CURSOR_PATTERN = r"^[0-9]{13}:[0-9a-f-]{36}$"
 _CURSOR = re.compile(CURSOR_PATTERN)
 
 # KEYS: the task's hash, the task index, then the idempotency key if there is one (never an
-# empty key name: ACL key patterns would refuse it).
+# empty key name: ACL key patterns would refuse it). ARGV: TTL, idempotency value, index member,
+# expired index range, then the record's fields.
 _CREATE = """
 local ttl = tonumber(ARGV[1])
 if KEYS[3] then
@@ -73,7 +74,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'actor', ARGV[5], 'attempts', ARGV[2],
            'started_at', now, 'updated_at', now, 'error', '')
-redis.call('HDEL', KEYS[1], 'progress')
+-- A worker has the message, so its publish did land after all.
+redis.call('HDEL', KEYS[1], 'progress', 'publish_failed')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
@@ -347,7 +349,22 @@ class TaskStore:
         return found, high[1:]
 
     def mark_published(self, task_id: str) -> None:
-        self.client.hset(self._key(task_id), "published", "1")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._key(task_id), "published", "1")
+        pipe.hdel(self._key(task_id), "publish_failed")
+        pipe.execute()
+
+    def mark_publish_failed(self, task_id: str) -> None:
+        """Hide a task whose publish failed (the client got a 503) until its replay publishes it."""
+        self.client.hset(self._key(task_id), "publish_failed", "1")
+
+    def unpublished(self, task_id: str) -> tuple[bytes, int | None] | None:
+        """The message and due time (epoch ms) of a task created with an idempotency key whose
+        publish was never acknowledged; None if it was (or the record is gone)."""
+        message, not_before_ms, published = self.client.hmget(self._key(task_id), "message", "not_before_ms", "published")
+        if message is None or published == b"1":
+            return None
+        return message, int(not_before_ms) if not_before_ms is not None else None
 
     def forget(self, task_id: str, *, owner: str = "", idempotency_key: str | None = None) -> None:
         """Remove a task that was never stored in JetStream, and the Idempotency-Key that made it."""
@@ -361,8 +378,8 @@ class TaskStore:
 
     @staticmethod
     def _decode(task_id: str, raw: dict[bytes, bytes]) -> dict[str, Any] | None:
-        if not raw or b"state" not in raw:
-            return None
+        if not raw or b"state" not in raw or b"publish_failed" in raw:
+            return None  # unknown, or never accepted (its publish failed)
         record = {k.decode(): v for k, v in raw.items()}
         task = {
             "task_id": task_id,
@@ -377,9 +394,6 @@ class TaskStore:
         for field in ("created_at", "started_at", "finished_at", "updated_at"):
             task[field] = record[field].decode() if field in record else None
         task["_owner"] = record["owner"].decode() if "owner" in record else ""
-        task["_published"] = record.get("published") == b"1"
-        task["_message"] = record.get("message")
-        task["_not_before_ms"] = int(record["not_before_ms"]) if "not_before_ms" in record else None
         return task
 
     def stats(self) -> dict[str, Any]:

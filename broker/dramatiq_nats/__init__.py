@@ -4,7 +4,7 @@
     dramatiq.set_broker(NatsBroker(url="nats://127.0.0.1:4222"))
 """
 
-from .broker import DEFAULT_URL, NatsBroker, QueueStats
+from .broker import DEFAULT_URL, NatsBroker, PendingEnqueue, QueueStats
 from .connection import MIN_SERVER_VERSION, ServerTooOld
 from .consumer import DeadLettered, NatsMessage
 from .dead_letters import DeadLetter
@@ -19,6 +19,7 @@ __all__ = [
     "MIN_SERVER_VERSION",
     "NatsBroker",
     "NatsMessage",
+    "PendingEnqueue",
     "PublishRejected",
     "QueueStats",
     "ServerTooOld",

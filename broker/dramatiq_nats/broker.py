@@ -65,6 +65,39 @@ class QueueStats:
         return self.pending + self.in_flight + self.scheduled
 
 
+class _Batch:
+    """Publishes under way; ``result()`` waits for all of them, as ``enqueue_many`` does."""
+
+    def __init__(self, broker: NatsBroker, copies: list[Message], pending: list[concurrent.futures.Future],
+                 delay: Optional[int]) -> None:
+        self._broker, self._copies, self._pending, self._delay = broker, copies, pending, delay
+
+    def result(self) -> list[Message]:
+        errors = [self._broker._publish_error(future) for future in self._pending]
+        stored = [copy for copy, error in zip(self._copies, errors) if error is None]
+        for copy in stored:
+            self._broker.emit_after("enqueue", copy, self._delay)
+        if len(stored) < len(self._copies):
+            raise EnqueueFailed(stored, [(copy, error) for copy, error in zip(self._copies, errors) if error is not None])
+        return self._copies
+
+
+class PendingEnqueue:
+    """One publish under way (``NatsBroker.start_enqueue``)."""
+
+    def __init__(self, broker: NatsBroker, batch: _Batch, message: Message, delay: Optional[int]) -> None:
+        self._broker, self._batch, self._message, self._delay = broker, batch, message, delay
+
+    def result(self) -> Message:
+        """The stored copy, once JetStream stored it; raises as ``NatsBroker.enqueue`` does."""
+        try:
+            return self._batch.result()[0]
+        except EnqueueFailed as e:
+            [(_, error)] = e.failed
+            self._broker._note_follow_up_failure(self._message, self._delay, error)
+            raise error from None
+
+
 class NatsBroker(Broker):
     """A Dramatiq broker for NATS JetStream.
 
@@ -267,12 +300,17 @@ class NatsBroker(Broker):
           ConnectionClosed: If JetStream did not acknowledge it in time.
           PublishRejected: If JetStream refused it for good (too large, store full).
         """
+        return self.start_enqueue(message, delay=delay).result()
+
+    def start_enqueue(self, message: Message, *, delay: Optional[int] = None) -> PendingEnqueue:
+        """Start publishing a message; ``result()`` of the answer waits for it as ``enqueue`` does.
+
+        For a caller with other work to do while JetStream stores the message. Raises
+        what ``enqueue`` raises before anything is published (``QueueNotFound``, or
+        ``ConnectionFailed`` when NATS cannot be reached).
+        """
         try:
-            return self.enqueue_many([message], delay=delay)[0]
-        except EnqueueFailed as e:
-            [(_, error)] = e.failed
-            self._note_follow_up_failure(message, delay, error)
-            raise error from None
+            return PendingEnqueue(self, self._start_batch([message], delay), message, delay)
         except (QueueNotFound, BrokerConnectionError) as e:
             self._note_follow_up_failure(message, delay, e)
             raise
@@ -295,7 +333,9 @@ class NatsBroker(Broker):
             were not. Enqueueing the same messages again is safe: within the
             stream's duplicate window JetStream drops the copies.
         """
-        messages = list(messages)
+        return self._start_batch(list(messages), delay).result()
+
+    def _start_batch(self, messages: list[Message], delay: Optional[int]) -> _Batch:
         for message in messages:
             if message.queue_name not in self.queues:
                 raise QueueNotFound(message.queue_name)
@@ -310,13 +350,7 @@ class NatsBroker(Broker):
             connection.publisher.submit(*self._outgoing(copy, copy_delay), self.publish_timeout_s)
             for copy, copy_delay in outgoing
         ]
-        errors = [self._publish_error(future) for future in pending]
-        stored = [copy for copy, error in zip(copies, errors) if error is None]
-        for copy in stored:
-            self.emit_after("enqueue", copy, delay)
-        if len(stored) < len(copies):
-            raise EnqueueFailed(stored, [(copy, error) for copy, error in zip(copies, errors) if error is not None])
-        return copies
+        return _Batch(self, copies, pending, delay)
 
     def _publish_error(self, future: concurrent.futures.Future) -> BrokerError | None:
         """What went wrong with one publish, or None once JetStream stored it."""

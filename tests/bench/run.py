@@ -67,7 +67,7 @@ import dramatiq  # noqa: E402
 import redis  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from dramatiq_nats import NatsBroker  # noqa: E402
+from dramatiq_nats import EnqueueFailed, NatsBroker  # noqa: E402
 from tests.bench.common import ACTOR, QUEUE, noop  # noqa: E402
 from tests.conftest import (  # noqa: E402
     VENV_BIN,
@@ -114,6 +114,15 @@ JSON_NAMES = {"nats_always": "nats", "nats_default": "nats_default_sync", "redis
               "redis_none": "redis_no_persistence"}
 LABELS = {"nats_always": "NatsBroker (sync always)", "nats_default": "NatsBroker (default sync)",
           "redis_always": "RedisBroker (fsync always)", "redis_none": "RedisBroker (no persistence)"}
+
+
+def short_error(error: Exception) -> str:
+    """An error for the table: EnqueueFailed's repr and text list every message (megabytes for a batch)."""
+    if isinstance(error, EnqueueFailed):
+        total = len(error.stored) + len(error.failed)
+        return f"EnqueueFailed: {len(error.failed)} of {total} messages not stored; the first: {error.failed[0][1]!r}"
+    text = repr(error)
+    return text if len(text) <= 500 else text[:500] + "..."
 
 
 def log(text: str) -> None:
@@ -627,17 +636,43 @@ def post_one(url: str) -> int:
         return response.status
 
 
+def checkout(ref: str, tmp: Path) -> Path:
+    """``app/`` and ``broker/`` of a git ref, extracted under ``tmp`` (the work tree is not touched)."""
+    target = tmp / "baseline"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "app", "broker"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def baseline_key(key: str) -> str:
+    return f"{key}@baseline"
+
+
+def label(key: str) -> str:
+    base, _, baseline = key.partition("@")
+    return LABELS[base] + (" BASELINE" if baseline else "")
+
+
 def start_gateways(servers: dict[str, NatsServer], valkeys: dict[str, "BenchValkey"], tmp: Path,
-                   cleanup: Cleanup) -> dict[str, Gateway]:
+                   cleanup: Cleanup, workers: int, threads: int, baseline: Path | None = None) -> dict[str, Gateway]:
     """Our gateway on each NATS server (its task records on the valkey of the same durability),
-    and the reference gateway on each valkey."""
+    and the reference gateway on each valkey; with ``baseline`` (a checkout of ``app/`` and
+    ``broker/``), that code's gateway too, on the same servers. All of them run ``workers``
+    gunicorn workers of ``threads`` threads each."""
+    gunicorn = {"WEB_CONCURRENCY": str(workers), "NATSQ_GATEWAY_THREADS": str(threads)}
     gateways: dict[str, Gateway] = {}
     clients = {}
     for key, valkey in valkeys.items():
         clients[key] = redis.Redis.from_url(valkey.client_url)
         cleanup.add(f"valkey client (gateway, {key})", clients[key].close)
-    for key, server in servers.items():
-        valkey_key = REFERENCE_OF[key]
+    ours = [(key, server, None) for key, server in servers.items()]
+    if baseline is not None:
+        # Imported ahead of the installed packages (editable installs come later on sys.path).
+        code = os.pathsep.join([str(baseline / "app"), str(baseline / "broker"), str(ROOT)])
+        ours += [(baseline_key(key), server, code) for key, server in servers.items()]
+    for key, server, code in ours:
+        valkey_key = REFERENCE_OF[key.partition("@")[0]]
         port = free_port()
         namespace = f"gw{uuid.uuid4().hex[:8]}"
         env = {
@@ -646,10 +681,12 @@ def start_gateways(servers: dict[str, NatsServer], valkeys: dict[str, "BenchValk
             "NATSQ_VALKEY_URL": valkeys[valkey_key].url,
             "NATSQ_NAMESPACE": namespace,
             "NATSQ_BIND": f"127.0.0.1:{port}",
-            "WEB_CONCURRENCY": "2",
+            **gunicorn,
             "PROMETHEUS_MULTIPROC_DIR": str(tmp / f"gateway-metrics-{port}"),
         }
-        service = Service(f"gateway-{key}", [str(VENV_BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf",
+        if code:
+            env["PYTHONPATH"] = code
+        service = Service(f"gateway-{key.replace('@', '-')}", [str(VENV_BIN / "gunicorn"), "--config", "python:natsq.gunicorn_conf",
                                              "natsq.gateway:create_app()"], subprocess_env(**env), tmp)
         cleanup.add(service.log.name, lambda s=service: stop_service(s, 30))
         observer = NatsBroker(server.url, namespace=namespace)
@@ -669,7 +706,7 @@ def start_gateways(servers: dict[str, NatsServer], valkeys: dict[str, "BenchValk
         service = Service(f"gateway-{key}", [str(VENV_BIN / "gunicorn"), "--config", "python:tests.bench.reference_gunicorn_conf",
                                              "tests.bench.reference_gateway:create_app()"],
                           subprocess_env(BENCH_VALKEY_URL=valkey.client_url, BENCH_REDIS_NAMESPACE="gwref",
-                                         BENCH_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2",
+                                         BENCH_BIND=f"127.0.0.1:{port}", **gunicorn,
                                          PROMETHEUS_MULTIPROC_DIR=str(tmp / f"reference-metrics-{key}")),
                           tmp)
         cleanup.add(service.log.name, lambda s=service: stop_service(s, 30))
@@ -719,7 +756,7 @@ def measure_gateways(gateways: dict[str, Gateway], seconds: float, connections: 
             time.sleep(0.5)  # let requests cut off by wrk's end finish
             data["queued"] = gateway.queued()
             results[key].append(data)
-            log(f"  gateway {LABELS[key]:<28}{' at rate' if rate else ''} run {run + 1}/{runs}: {data['rps']:,.0f} req/s, p50 {data['p50_ms']:.2f} ms, "
+            log(f"  gateway {label(key):<28}{' at rate' if rate else ''} run {run + 1}/{runs}: {data['rps']:,.0f} req/s, p50 {data['p50_ms']:.2f} ms, "
                 f"p99 {data['p99_ms']:.2f} ms, {data['errors']} errors, {data['queued']} queued for {data['requests']} answered, "
                 f"CPU/request: gunicorn {data['app_cpu_ms_per_request']:.2f} ms, servers {data['servers_cpu_ms_per_request']:.2f} ms")
             if data["errors"]:
@@ -728,6 +765,40 @@ def measure_gateways(gateways: dict[str, Gateway], seconds: float, connections: 
                 log(f"  WARNING: the {key} gateway answered {data['requests']} requests but queued {data['queued']}")
             gateway.purge()
     return results
+
+
+def baseline_comparison(ref: str, closed: dict[str, list[dict]], at_rate: dict[str, list[dict]]) -> dict:
+    """Medians of this code's gateway and of the baseline's, measured interleaved in the same runs."""
+    def median(runs: dict[str, list[dict]], key: str, figure: str) -> float:
+        return statistics.median(d[figure] for d in runs[key])
+
+    compared: dict[str, Any] = {"ref": ref}
+    for key in REFERENCE_OF:
+        base = baseline_key(key)
+        row = {
+            "rps": median(closed, key, "rps"), "rps_baseline": median(closed, base, "rps"),
+            "p99_ms": median(closed, key, "p99_ms"), "p99_ms_baseline": median(closed, base, "p99_ms"),
+            "rate_p50_ms": median(at_rate, key, "p50_ms"), "rate_p50_ms_baseline": median(at_rate, base, "p50_ms"),
+            "rate_p99_ms": median(at_rate, key, "p99_ms"), "rate_p99_ms_baseline": median(at_rate, base, "p99_ms"),
+            "cpu_ms_per_request": median(closed, key, "app_cpu_ms_per_request"),
+            "cpu_ms_per_request_baseline": median(closed, base, "app_cpu_ms_per_request"),
+        }
+        row["rps_ratio"] = row["rps"] / row["rps_baseline"] if row["rps_baseline"] else None
+        compared[key] = row
+    return compared
+
+
+def baseline_text(compared: dict) -> str:
+    lines = [f"gateway, this code against {compared['ref']} (same runs, interleaved; medians):"]
+    for key in REFERENCE_OF:
+        row = compared[key]
+        lines.append(
+            f"  {SHORT_DURABILITY[key]:<18} req/s {row['rps']:,.0f} vs {row['rps_baseline']:,.0f} "
+            f"({row['rps_ratio']:.2f}x); p99 {row['p99_ms']:.1f} vs {row['p99_ms_baseline']:.1f} ms; "
+            f"at rate p50 {row['rate_p50_ms']:.2f} vs {row['rate_p50_ms_baseline']:.2f} ms, "
+            f"p99 {row['rate_p99_ms']:.1f} vs {row['rate_p99_ms_baseline']:.1f} ms; "
+            f"CPU/request {row['cpu_ms_per_request']:.2f} vs {row['cpu_ms_per_request_baseline']:.2f} ms")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------
@@ -928,6 +999,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=env("CONNECTIONS", 32), help="wrk connections (BENCH_CONNECTIONS)")
     parser.add_argument("--gateway-rate", type=float, default=env("GATEWAY_RATE", 300.0),
                         help="requests/s of the fixed-rate gateway runs (BENCH_GATEWAY_RATE)")
+    parser.add_argument("--gateway-workers", type=int, default=env("GATEWAY_WORKERS", 2),
+                        help="gunicorn workers of every gateway (BENCH_GATEWAY_WORKERS)")
+    parser.add_argument("--gateway-threads", type=int, default=env("GATEWAY_THREADS", 16),
+                        help="gthread threads per worker of every gateway (BENCH_GATEWAY_THREADS)")
+    parser.add_argument("--gateway-baseline", default=env("GATEWAY_BASELINE", ""), metavar="GIT_REF",
+                        help="also measure the gateway of this git ref's app/ and broker/, interleaved in the same runs "
+                             "(BENCH_GATEWAY_BASELINE); the ratios this code / that code are printed and in the JSON")
     parser.add_argument("--only", default=env("ONLY", ""),
                         help="comma-separated subset of: enqueue,batch,drain,latency,gateway (BENCH_ONLY; default all)")
     parser.add_argument("--max-minutes", type=float, default=env("MAX_MINUTES", 60.0), help="abort (and clean up) after this long (BENCH_MAX_MINUTES)")
@@ -979,7 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
                note="time.time() at send() to the actor's start, worker 1 process x 8 threads; ratio < 1 is better"),
         Figure("latency_p99_ms", f"latency p99 at {args.latency_rate:g} msg/s", "ms", False),
         Figure("gateway_rps", f"gateway POST /task, {args.connections} conns", "req/s", True, ("ratio", 1.2),
-               note="app/natsq/gateway.py (gunicorn app/natsq/gunicorn_conf.py, WEB_CONCURRENCY=2, auth off; validates, records the task in "
+               note=f"app/natsq/gateway.py (gunicorn app/natsq/gunicorn_conf.py, {args.gateway_workers} workers x "
+                    f"{args.gateway_threads} threads, auth off; validates, records the task in "
                     "Valkey, publishes to NATS) vs tests/bench/reference_gateway.py (Flask + RedisBroker.enqueue only), "
                     "same gunicorn worker settings; wrk -t2"),
         Figure("gateway_p99_ms", f"gateway POST /task p99, {args.connections} conns", "ms", False,
@@ -1042,9 +1121,10 @@ def main(argv: list[str] | None = None) -> int:
                     except (KeyboardInterrupt, Aborted):
                         raise
                     except Exception as e:  # noqa: BLE001 - one broken figure must not lose the others
-                        message = f"{label} / {target.key}: {e!r}"
+                        message = f"{label} / {target.key}: {short_error(e)}"
                         log(f"  ERROR {message}")
-                        errors.append(message + "\n" + traceback.format_exc())
+                        # The stack without the exception's text, which is in the message already, shortened.
+                        errors.append(message + "\n" + "".join(traceback.format_tb(e.__traceback__)))
                         for key in figure_keys:
                             by_key[key].error = message
                             by_key[key].failed_runs[target.key] = by_key[key].failed_runs.get(target.key, 0) + 1
@@ -1106,9 +1186,13 @@ def main(argv: list[str] | None = None) -> int:
         if "gateway" in args.sections:
             log(f"gateway: wrk {args.connections} connections, {args.gateway_seconds:g} s, {args.gateway_runs} runs per gateway")
             try:
-                gateways = start_gateways(servers, valkeys, tmp, cleanup)
+                baseline = checkout(args.gateway_baseline, tmp) if args.gateway_baseline else None
+                gateways = start_gateways(servers, valkeys, tmp, cleanup, args.gateway_workers, args.gateway_threads,
+                                          baseline)
                 results = measure_gateways(gateways, args.gateway_seconds, args.connections, args.gateway_runs, tmp)
                 for key, data in results.items():
+                    if "@" in key:
+                        continue  # the baseline: compared below, not a figure of the table
                     by_key["gateway_rps"].runs[key] = [d["rps"] for d in data]
                     by_key["gateway_p99_ms"].runs[key] = [d["p99_ms"] for d in data]
                     by_key["gateway_cpu_ms_per_request"].runs[key] = [d["app_cpu_ms_per_request"] for d in data]
@@ -1119,8 +1203,11 @@ def main(argv: list[str] | None = None) -> int:
                 at_rate = measure_gateways(gateways, args.gateway_seconds, args.connections, args.gateway_runs, tmp,
                                            rate=args.gateway_rate)
                 for key, data in at_rate.items():
-                    by_key["gateway_rate_p99_ms"].runs[key] = [d["p99_ms"] for d in data]
+                    if "@" not in key:
+                        by_key["gateway_rate_p99_ms"].runs[key] = [d["p99_ms"] for d in data]
                 details["gateway_at_rate"] = at_rate
+                if baseline is not None:
+                    details["gateway_baseline"] = baseline_comparison(args.gateway_baseline, results, at_rate)
             except (KeyboardInterrupt, Aborted):
                 raise
             except Exception as e:  # noqa: BLE001
@@ -1189,6 +1276,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"{len(errors)} measurement(s) failed (shown as ERROR/n/a above; tracebacks under 'errors' in {args.output}); "
               "the benchmark itself completed" + ("" if args.strict else " (exit 0; --strict makes this exit 1)"))
+    if "gateway_baseline" in details:
+        print()
+        print(baseline_text(details["gateway_baseline"]))
     print()
     print(f"results: {args.output}")
     print(json.dumps(summary, separators=(",", ":")), flush=True)

@@ -105,3 +105,25 @@ def test_a_full_account_raises_storage_full_at_once(make_broker, start_nats):
     assert isinstance(raised.value, PublishRejected)
     assert time.monotonic() - started < 5  # the last one was not retried until publish_timeout_ms
     assert broker.queue_stats("default").pending == stored
+
+
+def test_start_enqueue_keeps_several_in_flight_and_result_returns_each_stored_copy(broker):
+    broker.declare_queue("default")
+    messages = [dramatiq.Message(queue_name="default", actor_name="a", args=(i,), kwargs={}, options={}) for i in range(3)]
+
+    pending = [broker.start_enqueue(message) for message in messages]  # all three in flight at once
+
+    stored = [p.result() for p in pending]
+    assert [m.message_id for m in stored] == [m.message_id for m in messages]
+    assert broker.queue_stats("default").pending == 3
+    with pytest.raises(dramatiq.errors.QueueNotFound):
+        broker.start_enqueue(dramatiq.Message(queue_name="undeclared", actor_name="a", args=(), kwargs={}, options={}))
+
+
+def test_start_enqueue_result_raises_what_enqueue_raises(broker):
+    limit_message_size(broker, 512)
+    broker.declare_queue("default")
+    pending = broker.start_enqueue(
+        dramatiq.Message(queue_name="default", actor_name="a", args=("x" * 2048,), kwargs={}, options={}))
+    with pytest.raises(PublishRejected):
+        pending.result()
