@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ class Size:
     kill_every_s: float  #: period of the repeated worker kills
     long_task_s: float  #: task length in the SIGTERM scenario
     poison: int  #: poison messages in the poison scenario
+    crashing: int  #: poison messages that kill their worker process (1: a segfault, 2: also an os._exit)
     drain_s: float = 120.0  #: how long to wait for accepted tasks to end
 
     @property
@@ -47,8 +49,8 @@ class Size:
 
 
 SIZES = {
-    "small": Size(tasks=30, rate=10, outage_s=2, kill_every_s=1.5, long_task_s=1.5, poison=1),
-    "full": Size(tasks=600, rate=20, outage_s=8, kill_every_s=4, long_task_s=4, poison=5, drain_s=300),
+    "small": Size(tasks=30, rate=10, outage_s=2, kill_every_s=1.5, long_task_s=1.5, poison=1, crashing=1),
+    "full": Size(tasks=600, rate=20, outage_s=8, kill_every_s=4, long_task_s=4, poison=5, crashing=2, drain_s=300),
 }
 
 WAIT_TASK = {"actor": "wait", "payload": {"seconds": 0.2}}
@@ -60,9 +62,10 @@ class Scenario:
     def __init__(self, name: str, size: Size, directory: Path) -> None:
         self.name, self.size, self.directory = name, size, directory / name
         self.notes: list[str] = []
+        self.load: Load | None = None  #: the load of the last run
 
     def run(self, app: App, fault: Callable[[Load], None], body: dict = WAIT_TASK, extra: list[dict] = ()) -> Ledger:
-        load = Load(app.gateway_url, self.size.tasks, self.size.rate, body, extra=list(extra))
+        load = self.load = Load(app.gateway_url, self.size.tasks, self.size.rate, body, extra=list(extra))
         load_thread = load.start()
         fault(load)
         # Measured at once, while the rest of the load still runs.
@@ -248,6 +251,37 @@ def poison(s: Scenario) -> Ledger:
         return s.run(sut.app, lambda load: load.done.wait(), extra=[poison_body] * s.size.poison)
 
 
+#: Deliveries before a message that never settles is dead-lettered, in the poison-crash scenario:
+#: each crash doubles the worker's restart delay, so the default (10) would crash-loop for minutes.
+CRASH_MAX_DELIVERIES = 3
+
+
+def poison_crash(s: Scenario) -> Ledger:
+    """Poison messages that kill their worker process (a segfault, an os._exit), among healthy ones.
+
+    No middleware gets to nack or retry them: the broker dead-letters each on
+    its delivery number CRASH_MAX_DELIVERIES + 1, and the worker, restarted by
+    the supervisor after every crash, stops crashing.
+    """
+    with system(s, NATSQ_TASK_MODULES="natsq.tasks,chaos.crash_tasks",
+                NATSQ_MAX_DELIVERIES=str(CRASH_MAX_DELIVERIES)) as sut:
+        bodies = [{"actor": "crash", "payload": {"how": how}} for how in ("segfault", "exit")[:s.size.crashing]]
+
+        def fault(load: Load) -> None:
+            load.done.wait()  # the poison is sent in the middle of the load
+            follow(sut.app.gateway_url, load.extra_ids, s.size.drain_s)  # over once it is dead-lettered
+
+        ledger = s.run(sut.app, fault, extra=bodies)
+        restarts = sut.app.worker().restarts
+        runs = Counter(task_id for task_id, _ in sut.app.task_starts() if task_id in s.load.extra_ids)
+        ledger.notes = f"worker restarted {restarts} times; poison runs {sorted(runs.values())}"
+        if restarts == 0:
+            ledger.problems.append("the poison never killed the worker")
+        if any(not 1 <= runs[task_id] <= CRASH_MAX_DELIVERIES for task_id in s.load.extra_ids):
+            ledger.problems.append(f"a poison ran other than 1 to {CRASH_MAX_DELIVERIES} times: crash loop")
+        return ledger
+
+
 SCENARIOS: dict[str, Callable[[Scenario], Ledger]] = {
     "worker-kill": worker_kill,
     "nats-kill": nats_kill,
@@ -257,6 +291,7 @@ SCENARIOS: dict[str, Callable[[Scenario], Ledger]] = {
     "partition": partition,
     "sigterm-long-tasks": sigterm_long_tasks,
     "poison": poison,
+    "poison-crash": poison_crash,
 }
 
 

@@ -151,10 +151,12 @@ class Ledger:
     recovery_s: float | None
     expected_dead_lettered: int = 0
     notes: str = ""
+    problems: list[str] = field(default_factory=list)  #: the scenario's own abort conditions that were met
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.failed == 0 and self.dead_lettered == self.expected_dead_lettered
+        return (self.lost == 0 and self.failed == 0 and self.dead_lettered == self.expected_dead_lettered
+                and not self.problems)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
@@ -201,6 +203,6 @@ def table(ledgers: list[Ledger]) -> str:
     lines = [" | ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)), "-+-".join("-" * w for w in widths)]
     lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
     for ledger in ledgers:
-        if ledger.notes:
-            lines.append(f"{ledger.scenario}: {ledger.notes}")
+        if ledger.notes or ledger.problems:
+            lines.append(f"{ledger.scenario}: {'; '.join([*ledger.problems, ledger.notes]).strip('; ')}")
     return "\n".join(lines)

@@ -41,6 +41,12 @@ DEAD_LETTER_RETRY_DELAY_S = 5.0
 #: messages while NATS is unavailable.
 _FOLLOW_UP_MAX_BACKOFF_S = 5.0
 
+#: Seconds before a suspect (see ``NatsConsumer._count_runs``) handed back
+#: because the consumer already runs one comes again; doubled with each of
+#: its hand-backs, up to the maximum.
+SUSPECT_DEFER_MIN_S = 0.5
+SUSPECT_DEFER_MAX_S = 5.0
+
 #: Seconds past which nats-server stops serving a pull request whose
 #: subscriber is gone (it allows 250 ms for the unsubscribe to propagate).
 _RECENT_PULL_GRACE_S = 0.3
@@ -132,6 +138,7 @@ class NatsConsumer(Consumer):
         self._not_due: dict[str, tuple[asyncio.TimerHandle, NatsMessage]] = {}
         self._held = 0  # delivered to this consumer, not yet settled, and holding a prefetch slot
         self._unslotted: set[str] = set()  # held without a slot: being dead-lettered
+        self._suspect: str | None = None  # the one suspect this consumer holds, by reply subject
         self._requested = 0  # asked for in pull requests and not yet delivered
         self._pull_timer: asyncio.TimerHandle | None = None
         self._pull_backoff_s = 0.0
@@ -234,6 +241,7 @@ class NatsConsumer(Consumer):
         # this consumer and builds a new one on the new client.
         self._failure = error
         self._closed = True
+        self._suspect = None
         for timer in (self._pull_timer, self._pull_retry):
             if timer is not None:
                 timer.cancel()
@@ -253,8 +261,8 @@ class NatsConsumer(Consumer):
         self._pull_backoff_s = 0.0
         self._held += 1
         self._connection.leases[msg.reply] = msg
-        if msg.metadata.num_delivered > self._max_deliveries:
-            # Rare: look up its hand-backs without holding up the deliveries behind it.
+        if msg.metadata.num_delivered > 1:
+            # Redelivered (rare): count its runs without holding up the deliveries behind it.
             self._spawn(self._dead_letter_tasks, self._count_runs(msg))
             return
         self._accept(msg)
@@ -282,13 +290,36 @@ class NatsConsumer(Consumer):
         self._ready.put(message)
 
     async def _count_runs(self, msg: Msg) -> None:
-        """Dead-letter a message that keeps killing its worker (it never gets to nack itself).
+        """Accept a redelivered message, run it alone, or dead-letter it, by its runs.
 
         Only runs count: deliveries minus the times it was handed back unrun.
+        A message on its second run or later is a suspect: an earlier run
+        ended with no ack, nack or hand-back, as when a task kills its process.
+        A consumer runs one suspect at a time and hands the others back for
+        later, so a message that kills its process does not take other
+        suspects down with it run after run: only its own runs add up, and it
+        is dead-lettered when it arrives for run ``max_deliveries + 1`` (it
+        never gets to nack itself).
+
+        While it waits here for its turn it counts as handed back: if the
+        process dies meanwhile (a suspect of another queue, a first run that
+        crashes), this delivery is no run. The count is withdrawn when it runs.
         """
         meta = msg.metadata
-        runs = meta.num_delivered - await self._hand_backs.count(meta.sequence.stream)
+        seq = meta.sequence.stream
+        recorded = await self._hand_backs.record(seq)
+        # Unrecorded (NATS unreachable): every delivery counts, as if never handed back.
+        runs = meta.num_delivered - (recorded - 1 if recorded is not None else 0)
         if runs <= self._max_deliveries:
+            if runs > 1:
+                if self._suspect is not None:
+                    delay_s = min(SUSPECT_DEFER_MIN_S * 2 ** max((recorded or 0) - 1, 0), SUSPECT_DEFER_MAX_S)
+                    await self._hand_back(msg, delay_s, recorded=recorded is not None)
+                    self._top_up()
+                    return
+                self._suspect = msg.reply
+            if recorded is not None:
+                await self._hand_backs.withdraw(seq)
             self._accept(msg)
             return
         reason = f"delivered {runs} times without being acknowledged"
@@ -335,6 +366,8 @@ class NatsConsumer(Consumer):
         """Release a held delivery; False if it was settled already."""
         if self._connection.leases.pop(delivery.reply, None) is None:
             return False
+        if delivery.reply == self._suspect:
+            self._suspect = None
         if delivery.reply in self._unslotted:
             self._unslotted.discard(delivery.reply)
         else:
@@ -348,8 +381,8 @@ class NatsConsumer(Consumer):
             self._held -= 1
             self._top_up()
 
-    async def _hand_back(self, delivery: Msg, delay_s: float = 0) -> None:
-        """Give a delivery back unrun; it does not count as one of its runs."""
+    async def _hand_back(self, delivery: Msg, delay_s: float = 0, *, recorded: bool = False) -> None:
+        """Give a delivery back unrun; it does not count as one of its runs (``recorded``: counted already)."""
         # No pulling more here: hand-backs happen on the way out, pulling
         # would only fetch messages to a consumer about to close.
         if not self._settle(delivery):
@@ -359,7 +392,8 @@ class NatsConsumer(Consumer):
             # subscriber left: handed back at once, the message could go to
             # this closing consumer again, and be stuck until the ack wait.
             delay_s = max(delay_s, _RECENT_PULL_GRACE_S)
-        await self._hand_backs.record(delivery.metadata.sequence.stream)
+        if not recorded:
+            await self._hand_backs.record(delivery.metadata.sequence.stream)
         try:
             await delivery.nak(delay=delay_s or None)
         except Exception:

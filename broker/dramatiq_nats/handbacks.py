@@ -5,8 +5,11 @@ worker handed back without running them (on SIGTERM, on ``requeue``, when a
 consumer closes, when a retry copy could not be published). Only runs that
 never finished may bring a message closer to the dead-letter stream, so each
 hand-back is recorded in a key-value bucket keyed by the message's stream
-sequence. The bucket is written only when handing back and read only when
-``num_delivered`` exceeds ``max_deliveries``: the fast path costs nothing.
+sequence. A redelivered message also counts as handed back while it waits in
+its consumer for its turn (see ``NatsConsumer._count_runs``), so that a
+process dying meanwhile does not count that delivery as a run. The bucket is
+used only on hand-backs and redeliveries: the fast path (a first delivery
+that runs) costs nothing.
 """
 
 from __future__ import annotations
@@ -39,29 +42,29 @@ class HandBacks:
             self._bucket_of = nc
         return self._bucket
 
-    async def count(self, stream_sequence: int) -> int:
-        """Hand-backs recorded for a message (0 when none, or when the bucket cannot be read)."""
-        try:
-            entry = await (await self._kv()).get(str(stream_sequence))
-            return int(entry.value or b"0")
-        except nats.js.errors.NotFoundError:  # never handed back (or expired)
-            return 0
-        except Exception:
-            logger.warning("Could not read the hand-backs of message %d; counting none.", stream_sequence, exc_info=True)
-            return 0
+    async def record(self, stream_sequence: int) -> int | None:
+        """Count one more hand-back; the new count, or None if it could not be written.
 
-    async def record(self, stream_sequence: int) -> None:
-        """Count one more hand-back. Only the holder of the delivery calls it, so read-then-write is safe.
-
+        Only the holder of the delivery calls it, so read-then-write is safe.
         Failing to record it (NATS unreachable) only makes the message count
         this hand-back as a delivery: it is logged, never raised.
         """
+        return await self._add(stream_sequence, 1, "record a hand-back of")
+
+    async def withdraw(self, stream_sequence: int) -> None:
+        """Take back the hand-back recorded last: the delivery runs after all."""
+        await self._add(stream_sequence, -1, "withdraw a hand-back of")
+
+    async def _add(self, stream_sequence: int, delta: int, what: str) -> int | None:
         try:
             kv = await self._kv()
             try:
                 previous = int((await kv.get(str(stream_sequence))).value or b"0")
             except nats.js.errors.NotFoundError:
                 previous = 0
-            await kv.put(str(stream_sequence), str(previous + 1).encode())
+            count = max(previous + delta, 0)
+            await kv.put(str(stream_sequence), str(count).encode())
+            return count
         except Exception:
-            logger.warning("Could not record a hand-back of message %d.", stream_sequence, exc_info=True)
+            logger.warning("Could not %s message %d.", what, stream_sequence, exc_info=True)
+            return None

@@ -52,7 +52,9 @@ def fault_setup(tmp_path, namespace):
                 tmp_path,
             )
             workers.append(worker)
-            wait_until(lambda: "ready for action" in worker.output(), 30, message="the worker to boot")
+            # A poison message may kill it before it says so.
+            wait_until(lambda: "ready for action" in worker.output() or not worker.alive(), 30,
+                       message="the worker to boot")
             return worker
 
         return producer, start_worker, Marks(marks_dir)
@@ -99,6 +101,27 @@ def test_poison_message_ends_in_dead_letters_after_max_deliveries(nats_server, f
             time.sleep(0.1)
     assert marks.count("start", "p1") == 2  # max_deliveries runs, then dead-lettered unrun
     wait_until(lambda: marks.count("done", "ok1"), 20, message="the healthy message")
+
+
+def test_a_message_that_kills_its_worker_takes_no_other_message_to_the_dead_letters(nats_server, fault_setup):
+    producer, start_worker, marks = fault_setup(nats_server.url, ack_wait_ms=1_000, max_deliveries=3)
+    healthy = [f"ok{n}" for n in range(6)]
+    # Sent before the worker starts: it takes them all in one pull and starts them in order, so the
+    # poison kills the healthy ones running beside it; then all seven come back together.
+    for token in healthy:
+        send(producer, "work", token, 1.0)
+    send(producer, "crash", "p1")
+    deadline = time.monotonic() + 90
+    while producer.queue_stats("default").dead_lettered == 0:
+        assert time.monotonic() < deadline, "the poison message never reached the dead-letter stream"
+        worker = start_worker(threads=8)  # restarted whenever the poison kills it, as by a Deployment
+        while worker.alive() and producer.queue_stats("default").dead_lettered == 0:
+            time.sleep(0.1)
+    wait_until(lambda: all(marks.count("done", t) for t in healthy) or producer.queue_stats("default").dead_lettered > 1,
+               30, message="the healthy messages to finish")
+    assert producer.queue_stats("default").dead_lettered == 1  # the poison alone
+    assert marks.count("start", "p1") == 3  # max_deliveries runs
+    assert all(marks.count("done", t) == 1 for t in healthy)
 
 
 def test_sigterm_finishes_the_running_task_and_hands_back_the_rest(nats_server, fault_setup):

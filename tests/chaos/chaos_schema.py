@@ -1,12 +1,10 @@
 """A JSON Schema for the Chaos Mesh experiments and the workflow in chaos/ (chaos-mesh.org/v1alpha1).
 
-Written for this project: no package on PyPI or npm ships the Chaos Mesh CRDs (checked:
-chaos-mesh, chaos-sdk, client-library-for-chaos-mesh on PyPI; @kubernetes-models has no Chaos
-Mesh package) and the machines cannot reach the chart or the GitHub release. It covers the
-fields natsq uses, with the names, types, enums and required fields of the upstream CRDs
-(config/crd/bases/chaos-mesh.org_{podchaos,networkchaos,workflows}.yaml: PodChaos and
+Written for this project: no package on PyPI, npm or Debian ships the Chaos Mesh CRDs, and the
+machines cannot reach the chart or the repository (what was searched: docs/chaos-engineering.md).
+It covers the fields natsq uses, named and typed as in the upstream CRDs (PodChaos and
 NetworkChaos specs, PodSelectorSpec, DelaySpec, LossSpec, Workflow templates), and rejects
-unknown fields so a typo fails.
+unknown fields so a typo fails. It was not compared with the CRD files field by field.
 """
 
 _STR = {"type": "string", "minLength": 1}

@@ -86,11 +86,13 @@ def test_every_chaos_scenario_loses_no_accepted_task(tmp_path):
     report = result.stdout + result.stderr[-5000:]
     ledgers = {s["scenario"]: s for s in json.loads(out.read_text())["scenarios"]}
     assert set(ledgers) == {"worker-kill", "nats-kill", "cluster-leader-follower", "valkey-restart", "latency-loss",
-                            "partition", "sigterm-long-tasks", "poison"}, report
+                            "partition", "sigterm-long-tasks", "poison", "poison-crash"}, report
     for name, ledger in ledgers.items():
         assert ledger["accepted"] > 0 and ledger["refused"] == 0, (name, report)
         assert ledger["lost"] == 0, (name, report)
         assert ledger["succeeded"] + ledger["dead_lettered"] == ledger["accepted"], (name, report)
         assert ledger["executions"] >= ledger["succeeded"], (name, report)
-    assert ledgers["poison"]["dead_lettered"] == ledgers["poison"]["expected_dead_lettered"] > 0, report
+        assert ledger["problems"] == [], (name, report)
+    for poison in ("poison", "poison-crash"):
+        assert ledgers[poison]["dead_lettered"] == ledgers[poison]["expected_dead_lettered"] > 0, report
     assert result.returncode == 0, report
