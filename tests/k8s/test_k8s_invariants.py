@@ -32,6 +32,8 @@ def _namespaced(obj: dict) -> str:
 
 def test_workload_selectors_match_their_pod_labels(rendered: Rendered):
     for w in rendered.workloads():
+        if w["kind"] == "Job":
+            continue  # Kubernetes generates a Job's selector
         assert selector_matches(w["spec"]["selector"], pod_labels(w)), name_of(w)
 
 
@@ -130,6 +132,10 @@ def test_every_workload_has_resources_probes_and_a_disruption_budget(rendered: R
             resources = c.get("resources", {})
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(resources.get(bound, {})), f"{name_of(w)} {c['name']} {bound}"
+        if w["kind"] == "Job":
+            # Runs to completion: nothing to probe, keep available or spread; but it must end.
+            assert w["spec"]["backoffLimit"] and w["spec"]["activeDeadlineSeconds"], name_of(w)
+            continue
         for c in containers(w, init=False):
             assert "livenessProbe" in c and "readinessProbe" in c, f"{name_of(w)} {c['name']}"
         budgets = [p for p in rendered.of_kind("PodDisruptionBudget")
@@ -391,13 +397,17 @@ def test_app_configuration_points_at_real_things(rendered: Rendered):
         for i, sentinel in enumerate(sorted(s.strip() for s in sentinels)):
             assert sentinel == f"valkey-{i}.{valkey['spec']['serviceName']}.natsq-data.svc.cluster.local:26379"
         assert "NATSQ_VALKEY_URL" not in env, "the app must find the primary through Sentinel"
-        assert env.get("NATSQ_VALKEY_SENTINEL_PASSWORD_FILE"), "Sentinel requires a password (configure.sh)"
+        if w["kind"] != "Job":  # the bootstrap Job declares streams only and holds no Valkey password
+            assert env.get("NATSQ_VALKEY_SENTINEL_PASSWORD_FILE"), "Sentinel requires a password (configure.sh)"
         # Every secret file the app is pointed at is a key of the Secret mounted there.
         for volume in pod_spec(w)["volumes"]:
             if "secret" not in volume:
                 continue
             mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == volume["name"])
             keys = _secret_keys(rendered, _namespaced(w), volume["secret"]["secretName"])
+            if "items" in volume["secret"]:  # only these keys, under these file names
+                assert {i["key"] for i in volume["secret"]["items"]} <= keys, name_of(w)
+                keys = {i["path"] for i in volume["secret"]["items"]}
             for name, value in env.items():
                 if name.endswith("_FILE") and value and value.startswith(mount + "/"):
                     assert value.removeprefix(mount + "/") in keys, f"{name}={value}: no such key in the Secret"

