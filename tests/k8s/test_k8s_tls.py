@@ -126,3 +126,28 @@ def test_valkey_and_sentinel_listen_on_tls_only(all_rendered):
                 assert _covered(sentinel.strip().rpartition(":")[0], names), sentinel
         # Sentinel announces the servers by these names: the app dials them for the primary.
         assert _covered(f"valkey-0.{sts['spec']['serviceName']}.natsq-data.svc.cluster.local", names)
+
+
+def test_the_production_settings_pass_the_apps_tls_check(all_rendered, tmp_path, monkeypatch):
+    """Each app container's environment, as rendered, loaded by natsq's Settings: with
+    NATSQ_ENV=production it refuses plain URLs, so a plain overlay would stop every pod at start.
+    Secret files are stand-ins under tmp_path (Settings reads them; the TLS files it only passes on)."""
+    from k8s_app_env import _settings_class
+
+    _, settings_class = _settings_class()
+    checked = 0
+    for rendered in all_rendered.values():
+        for workload, container in _app_containers(rendered):
+            for name in [n for n in __import__("os").environ if n.startswith("NATSQ_")]:
+                monkeypatch.delenv(name)
+            for name, value in _app_env(rendered, container).items():
+                if name.endswith("_FILE") and value and not name.endswith(("_CA_FILE", "_CERT_FILE", "_KEY_FILE")):
+                    stand_in = tmp_path / value.strip("/").replace("/", "_")
+                    stand_in.write_text("secret-stand-in")
+                    value = str(stand_in)
+                monkeypatch.setenv(name, value)
+            settings = settings_class()
+            checked += 1
+            if _production(rendered):
+                assert settings.env == "production", f"{rendered.name} {workload['metadata']['name']}"
+    assert checked >= 3 * len(all_rendered)
