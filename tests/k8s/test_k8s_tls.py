@@ -8,6 +8,11 @@ cluster) is checked here: the certificates name every host the clients dial.
 
 import fnmatch
 import re
+from pathlib import Path
+
+import pytest
+import requests.adapters
+from urllib3.util import connection
 
 from k8s_manifests import APP_IMAGE, Rendered, containers, pod_spec
 
@@ -151,3 +156,77 @@ def test_the_production_settings_pass_the_apps_tls_check(all_rendered, tmp_path,
             if _production(rendered):
                 assert settings.env == "production", f"{rendered.name} {workload['metadata']['name']}"
     assert checked >= 3 * len(all_rendered)
+
+
+def test_the_gateway_serves_https_with_the_rendered_command(all_rendered, tmp_path):
+    """The prod gateway's command (gunicorn with --certfile/--keyfile) run locally with a trustme
+    certificate for the Service name: the probes' path answers over HTTPS, plain HTTP gets no answer."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    import trustme
+
+    rendered = all_rendered["prod"]
+    gateway = rendered.get("Deployment", "natsq-gateway", "natsq")
+    container = pod_spec(gateway)["containers"][0]
+    probe = container["readinessProbe"]["httpGet"]
+    assert probe["scheme"] == "HTTPS" and probe["port"] == "https"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    https_volume = next(v for v in pod_spec(gateway)["volumes"]
+                        if v.get("secret", {}).get("secretName") == "natsq-gateway-https")
+    names = _certificate_names(rendered, "natsq", "natsq-gateway-https")
+    ca = trustme.CA()
+    server_cert = ca.issue_cert(*names)
+    certs = tmp_path / "https"
+    certs.mkdir()
+    server_cert.cert_chain_pems[0].write_to_path(str(certs / "tls.crt"))
+    server_cert.private_key_pem.write_to_path(str(certs / "tls.key"))
+    ca.cert_pem.write_to_path(str(certs / "ca.crt"))
+    command = [arg.replace(mounts[https_volume["name"]], str(certs)) for arg in container["command"]]
+    assert str(certs / "tls.crt") in command, "gunicorn must read the mounted certificate"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATSQ_")}
+    env |= {"NATSQ_ENV": "development", "NATSQ_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "gunicorn.log", "w"))
+    session = requests.Session()
+    session.mount("https://", _Resolve127())
+    try:
+        url = f"https://{names[0]}:{port}/healthz"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = session.get(url, verify=str(certs / "ca.crt"), timeout=5)
+                break
+            except (requests.ConnectionError, requests.Timeout):  # gunicorn still starting
+                assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()[-2000:]
+                time.sleep(0.2)
+        assert response.status_code == 200
+        with pytest.raises((requests.ConnectionError, requests.Timeout)):  # no plain HTTP answer
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class _Resolve127(requests.adapters.HTTPAdapter):
+    """Connects every host name to 127.0.0.1, so the certificate is checked against the Service
+    name the cluster's callers use."""
+
+    def send(self, request, *args, **kwargs):
+        original = connection.create_connection
+
+        def to_loopback(address, *a, **kw):
+            return original(("127.0.0.1", address[1]), *a, **kw)
+
+        connection.create_connection = to_loopback
+        try:
+            return super().send(request, *args, **kwargs)
+        finally:
+            connection.create_connection = original
