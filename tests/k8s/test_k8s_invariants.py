@@ -6,8 +6,8 @@ import pytest
 
 from k8s_app_env import known_app_env_vars
 from k8s_manifests import (
-    APP_IMAGE,
     Rendered,
+    app_containers,
     containers,
     name_of,
     pod_labels,
@@ -352,13 +352,6 @@ def _app_env(rendered: Rendered, container: dict, namespace: str) -> dict[str, s
     return values
 
 
-def _app_containers(rendered: Rendered):
-    for w in rendered.workloads():
-        for c in containers(w):
-            if c["image"].split(":")[0].split("@")[0] == APP_IMAGE:
-                yield w, c
-
-
 def test_known_variables_come_from_the_app():
     known = known_app_env_vars()
     # A settings field, its *_FILE form, and the variables read outside the settings class.
@@ -370,7 +363,7 @@ def test_known_variables_come_from_the_app():
 def test_app_sets_only_variables_the_app_reads(rendered: Rendered):
     known = known_app_env_vars()
     found = False
-    for w, c in _app_containers(rendered):
+    for w, c in app_containers(rendered):
         found = True
         unknown = set(_app_env(rendered, c, _namespaced(w))) - known
         assert not unknown, f"{name_of(w)} sets variables the app does not read: {sorted(unknown)}"
@@ -380,7 +373,7 @@ def test_app_sets_only_variables_the_app_reads(rendered: Rendered):
 def test_app_configuration_points_at_real_things(rendered: Rendered):
     nats = rendered.get("StatefulSet", "nats", "natsq-data")
     valkey = rendered.get("StatefulSet", "valkey", "natsq-data")
-    for w, c in _app_containers(rendered):
+    for w, c in app_containers(rendered):
         env = _app_env(rendered, c, _namespaced(w))
         mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
         for name, value in env.items():

@@ -7,7 +7,7 @@ and tests/app/test_valkey_roles.py, the rendered configurations by test_k8s_serv
 
 import re
 
-from k8s_manifests import Rendered, pod_spec
+from k8s_manifests import Rendered, container_env, pod_spec
 
 # Workload -> the role it runs as (natsq-users.conf, users.acl).
 ROLES = {("Deployment", "natsq-gateway"): "gateway", ("Deployment", "natsq-worker"): "worker",
@@ -21,16 +21,9 @@ def _app_workloads(rendered: Rendered):
         yield workload, pod_spec(workload)["containers"][0], role
 
 
-def _env(rendered: Rendered, container: dict) -> dict:
-    values = {}
-    for source in container.get("envFrom", []):
-        values |= rendered.get("ConfigMap", source["configMapRef"]["name"], "natsq")["data"]
-    return values | {e["name"]: e.get("value") for e in container.get("env", [])}
-
-
 def test_each_workload_runs_as_its_own_nats_and_valkey_user(rendered: Rendered):
     for workload, container, role in _app_workloads(rendered):
-        env = _env(rendered, container)
+        env = container_env(rendered, container)
         assert env["NATSQ_NATS_USER"] == role, workload["metadata"]["name"]
         if role == "admin":
             # The bootstrap declares the streams (natsq.bootstrap forces declare) and uses no Valkey.

@@ -251,6 +251,21 @@ def _start(binary: Path, conf: Path, port: int, *args: str, tls: bool = False) -
                             stdout=open(conf.parent / f"{conf.stem}.log", "w"), stderr=subprocess.STDOUT)
 
 
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.wait(timeout=10)
+
+
+def _assert_no_refusals(primary: Path, replica: Path) -> None:
+    """No server logged a refused login or command (an ACL user missing a permission the servers
+    need of each other)."""
+    logs = "".join((d / f"{n}.log").read_text() for d, n in ((primary, "valkey"), (replica, "valkey"),
+                                                              (primary, "sentinel")))
+    assert "NOPERM" not in logs and "-NOAUTH" not in logs, logs[-3000:]
+
+
 def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
     """Primary, replica and Sentinel from configure.sh's output: the ACL users (the app's from
     users.acl, and the server's own), replication as `replication`, Sentinel as `sentinel`."""
@@ -337,13 +352,8 @@ def test_valkey_and_sentinel_start_with_the_generated_config(dev, tmp_path):
         assert Sentinel([("127.0.0.1", sentinel_port)], sentinel_kwargs={"password": "sentinel-pw"},
                         socket_timeout=2).discover_master("mymaster") == ("localhost", port)
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            p.wait(timeout=10)
-    logs = "".join((d / f"{n}.log").read_text() for d, n in ((primary, "valkey"), (replica, "valkey"),
-                                                              (primary, "sentinel")))
-    assert "NOPERM" not in logs and "-NOAUTH" not in logs, logs[-3000:]
+        _stop(processes)
+    _assert_no_refusals(primary, replica)
 
 
 def test_valkey_and_sentinel_run_tls_only_with_the_prod_config(all_rendered, certificates, tmp_path):
@@ -428,13 +438,8 @@ def test_valkey_and_sentinel_run_tls_only_with_the_prod_config(all_rendered, cer
         client.set("natsq:tls", "1")
         assert admin.get("natsq:tls") == b"1"
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            p.wait(timeout=10)
-    logs = "".join((d / f"{n}.log").read_text() for d, n in ((primary, "valkey"), (replica, "valkey"),
-                                                              (primary, "sentinel")))
-    assert "NOPERM" not in logs and "-NOAUTH" not in logs, logs[-3000:]
+        _stop(processes)
+    _assert_no_refusals(primary, replica)
 
 
 # --- nats-multicloud: two clouds joined by TLS gateways, configs from terraform -----------------

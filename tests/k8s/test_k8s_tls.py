@@ -14,7 +14,7 @@ import pytest
 import requests.adapters
 from urllib3.util import connection
 
-from k8s_manifests import APP_IMAGE, Rendered, containers, pod_spec
+from k8s_manifests import Rendered, app_containers, container_env, pod_spec
 
 
 def _production(rendered: Rendered) -> bool:
@@ -33,20 +33,6 @@ def test_every_production_overlay_has_tls(all_rendered):
         assert all_rendered[name].get("Certificate", "nats-tls", "natsq-data"), name
 
 
-def _app_env(rendered: Rendered, container: dict) -> dict:
-    values = {}
-    for source in container.get("envFrom", []):
-        values |= rendered.get("ConfigMap", source["configMapRef"]["name"], "natsq")["data"]
-    return values | {e["name"]: e.get("value") for e in container.get("env", [])}
-
-
-def _app_containers(rendered: Rendered):
-    for workload in rendered.workloads():
-        for container in containers(workload):
-            if container["image"].split(":")[0].split("@")[0] == APP_IMAGE:
-                yield workload, container
-
-
 def _certificate_names(rendered: Rendered, namespace: str, secret: str) -> list[str]:
     certificate = next(c for c in rendered.of_kind("Certificate")
                        if c["metadata"]["namespace"] == namespace and c["spec"]["secretName"] == secret)
@@ -61,8 +47,8 @@ def _covered(host: str, names: list[str]) -> bool:
 def test_the_app_uses_tls_with_its_own_client_certificate(all_rendered):
     for production in _productions(all_rendered):
         secrets_seen = set()
-        for workload, container in _app_containers(production):
-            env = _app_env(production, container)
+        for workload, container in app_containers(production):
+            env = container_env(production, container)
             assert all(url.strip().startswith("tls://") for url in env["NATSQ_NATS_URL"].split(",")), env["NATSQ_NATS_URL"]
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
@@ -99,8 +85,8 @@ def test_nats_requires_tls_on_the_client_port_and_the_routes(all_rendered):
         secret = next(v for v in pod_spec(sts)["volumes"] if v["name"] == mount["name"])["secret"]["secretName"]
         names = _certificate_names(production, "natsq-data", secret)
         # The name the app dials, and every route's host.
-        for _, app in _app_containers(production):
-            for url in _app_env(production, app)["NATSQ_NATS_URL"].split(","):
+        for _, app in app_containers(production):
+            for url in container_env(production, app)["NATSQ_NATS_URL"].split(","):
                 assert _covered(re.match(r"tls://([^:]+):", url.strip()).group(1), names), url
         for e in container["env"]:
             if e["name"].startswith("NATS_ROUTE_") and e["name"][-1].isdigit():
@@ -126,8 +112,8 @@ def test_valkey_and_sentinel_listen_on_tls_only(all_rendered):
         (secret,) = secrets
         names = _certificate_names(production, "natsq-data", secret)
         assert _covered("localhost", names)
-        for _, app in _app_containers(production):
-            for sentinel in (_app_env(production, app).get("NATSQ_VALKEY_SENTINELS") or "").split(","):
+        for _, app in app_containers(production):
+            for sentinel in (container_env(production, app).get("NATSQ_VALKEY_SENTINELS") or "").split(","):
                 assert _covered(sentinel.strip().rpartition(":")[0], names), sentinel
         # Sentinel announces the servers by these names: the app dials them for the primary.
         assert _covered(f"valkey-0.{sts['spec']['serviceName']}.natsq-data.svc.cluster.local", names)
@@ -142,10 +128,10 @@ def test_the_production_settings_pass_the_apps_tls_check(all_rendered, tmp_path,
     _, settings_class = _settings_class()
     checked = 0
     for rendered in all_rendered.values():
-        for workload, container in _app_containers(rendered):
+        for workload, container in app_containers(rendered):
             for name in [n for n in __import__("os").environ if n.startswith("NATSQ_")]:
                 monkeypatch.delenv(name)
-            for name, value in _app_env(rendered, container).items():
+            for name, value in container_env(rendered, container).items():
                 if name.endswith("_FILE") and value and not name.endswith(("_CA_FILE", "_CERT_FILE", "_KEY_FILE")):
                     stand_in = tmp_path / value.strip("/").replace("/", "_")
                     stand_in.write_text("secret-stand-in")
