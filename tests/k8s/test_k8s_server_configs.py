@@ -391,13 +391,18 @@ def test_valkey_and_sentinel_run_tls_only_with_the_prod_config(all_rendered, cer
     assert re.search(r"^port 0$", (primary / "sentinel.conf").read_text(), re.M)
     assert tls_dir == "/etc/valkey-tls"  # where the component mounts the Secret valkey-tls
 
-    port, replica_port, sentinel_port = free_port(), free_port(), free_port()
+    port, replica_port, sentinel_port, other_sentinel_port = free_port(), free_port(), free_port(), free_port()
     _localise(primary, tmp_path, port)
     _localise(replica, tmp_path, port)
+    for conf_dir in outputs:  # the Sentinels announce themselves by an address that resolves here
+        text = (conf_dir / "sentinel.conf").read_text()
+        (conf_dir / "sentinel.conf").write_text(re.sub(r"^sentinel announce-ip .*$", "sentinel announce-ip 127.0.0.1",
+                                                       text, flags=re.M))
     processes = [
         _start(Path(redis_server), primary / "valkey.conf", port, tls=True),
         _start(Path(redis_server), replica / "valkey.conf", replica_port, tls=True),
         _start(Path(redis_server), primary / "sentinel.conf", sentinel_port, "--sentinel", tls=True),
+        _start(Path(redis_server), replica / "sentinel.conf", other_sentinel_port, "--sentinel", tls=True),
     ]
     tls = {"ssl": True, "ssl_ca_certs": str(certificates / "ca.crt"), "ssl_certfile": str(certificates / "tls.crt"),
            "ssl_keyfile": str(certificates / "tls.key")}
@@ -421,11 +426,19 @@ def test_valkey_and_sentinel_run_tls_only_with_the_prod_config(all_rendered, cer
 
         wait_for(lambda: cli("PING") == "PONG", 15, "TLS sentinel through /conf/cli")
 
-        def primary_seen() -> bool:  # over TLS, as the ACL user `sentinel`
+        def primary_seen() -> bool:  # over TLS, as the ACL user `sentinel`; and the other Sentinel
             fields = cli("SENTINEL", "master", "mymaster").splitlines()
             return (fields[fields.index("role-reported") + 1] == "master" and "s_down" not in fields
-                    and fields[fields.index("num-slaves") + 1] == "1")
-        wait_for(primary_seen, 20, "sentinel to see the primary and its replica over TLS")
+                    and fields[fields.index("num-slaves") + 1] == "1"
+                    and fields[fields.index("num-other-sentinels") + 1] == "1")
+        wait_for(primary_seen, 30, "sentinel to see the primary, its replica and the other Sentinel over TLS")
+        # The Sentinels reach each other over TLS on their TLS port (failover votes travel there): a
+        # link that cannot connect stays flagged `disconnected`.
+        def other_sentinel_linked() -> bool:
+            fields = cli("SENTINEL", "sentinels", "mymaster").splitlines()
+            return fields[fields.index("port") + 1] == str(other_sentinel_port) and \
+                fields[fields.index("flags") + 1] == "sentinel"
+        wait_for(other_sentinel_linked, 15, "the Sentinels to link to each other over TLS")
 
         # The app as the gateway: Sentinels and primary over TLS with its certificate.
         settings = Settings(valkey_sentinels=f"127.0.0.1:{sentinel_port}", valkey_user="gateway",
