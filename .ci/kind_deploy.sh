@@ -82,7 +82,12 @@ EOF
 trap 'diagnose_and_roll_back; cleanup' ERR
 
 log "kubectl apply -k ${OVERLAY} (image ${IMAGE})"
+# A Job's pod template cannot change in place: the bootstrap Job of an earlier deployment goes
+# first, and runs again with this image (it declares the streams, docs/kubernetes.md).
+kubectl -n "${APP_NAMESPACE}" delete job natsq-bootstrap --ignore-not-found
 kubectl apply --server-side -k "${WORK}"
+log "waiting for the streams (Job natsq-bootstrap)"
+kubectl -n "${APP_NAMESPACE}" wait --for=condition=complete job/natsq-bootstrap --timeout="${ROLLOUT_TIMEOUT}"
 
 log "waiting for every rollout"
 for ns in "${NAMESPACES[@]}"; do

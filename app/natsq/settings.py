@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -40,7 +41,9 @@ class _FileValues(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise print every setting's value,
+    # passwords and URLs with credentials included.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, hide_input_in_errors=True)
 
     env: Literal["development", "production"] = "production"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -112,6 +115,30 @@ class Settings(BaseSettings):
     #: Shortest time between two fetches forced by unknown key ids (tokens cannot hammer the provider).
     jwt_jwks_refetch_cooldown_s: float = Field(30.0, ge=0)
 
+    @model_validator(mode="after")
+    def _production_uses_tls(self) -> Settings:
+        """Production sends tasks, results and passwords over TLS only: a plain-text URL to another
+        host stops the process at start. Loopback stays allowed: that traffic never leaves the host."""
+        if self.env != "production":
+            return self
+        for url in self.nats_url.split(","):
+            scheme, host = _scheme_and_host(url.strip(), "nats")
+            if scheme != "tls" and not _is_local(scheme, host):
+                raise ValueError(f"NATSQ_ENV=production requires TLS to NATS: NATSQ_NATS_URL must be tls:// "
+                                 f"for {host}, not {scheme}://")
+        if self.valkey_sentinel_addresses:
+            remote = [host for host, _ in self.valkey_sentinel_addresses if not _is_local("redis", host)]
+            if remote and not (self.valkey_tls_ca_file or self.valkey_tls_cert_file):
+                raise ValueError("NATSQ_ENV=production requires TLS to Valkey: the Sentinels "
+                                 f"({', '.join(remote)}) need NATSQ_VALKEY_TLS_CA_FILE (and the client "
+                                 "certificate, NATSQ_VALKEY_TLS_CERT_FILE and NATSQ_VALKEY_TLS_KEY_FILE)")
+        else:
+            scheme, host = _scheme_and_host(self.valkey_url, "redis")
+            if scheme != "rediss" and not _is_local(scheme, host):
+                raise ValueError(f"NATSQ_ENV=production requires TLS to Valkey: NATSQ_VALKEY_URL must be "
+                                 f"rediss:// for {host}, not {scheme}://")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, _FileValues(settings_cls), file_secret_settings
@@ -140,3 +167,13 @@ class Settings(BaseSettings):
                 host, _, port = item.strip().rpartition(":")
                 addresses.append((host, int(port)))
         return addresses
+
+
+def _scheme_and_host(url: str, default_scheme: str) -> tuple[str, str]:
+    """A server URL's scheme and host, never its credentials (they may be in the URL)."""
+    parts = urlsplit(url if "://" in url else f"{default_scheme}://{url}")
+    return parts.scheme, parts.hostname or ""
+
+
+def _is_local(scheme: str, host: str) -> bool:
+    return scheme == "unix" or host == "localhost" or host == "::1" or host.startswith("127.")

@@ -4,7 +4,8 @@ kubernetes-validate knows only built-in kinds. The CRD schemas of the operators 
 vendored here; these schemas cover the fields natsq uses, reject unknown fields where we know the
 shape (a typo must fail), and follow the upstream CRDs' names and types:
 prometheus-operator v0.8x (monitoring.coreos.com/v1), KEDA 2.x (keda.sh/v1alpha1), External
-Secrets Operator >= 0.17 (external-secrets.io/v1) and Argo CD 3.x (argoproj.io/v1alpha1).
+Secrets Operator >= 0.17 (external-secrets.io/v1), Argo CD 3.x (argoproj.io/v1alpha1) and
+cert-manager 1.x (cert-manager.io/v1).
 A custom resource without a schema here fails the tests: add one when adding a new kind.
 """
 
@@ -452,8 +453,50 @@ APP_PROJECT = _resource("argoproj.io/v1alpha1", "AppProject", {
     },
 })
 
+CERTIFICATE = _resource("cert-manager.io/v1", "Certificate", {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["secretName", "issuerRef"],
+    "anyOf": [{"required": ["commonName"]}, {"required": ["dnsNames"]}, {"required": ["ipAddresses"]}],
+    "properties": {
+        "secretName": _STR,
+        "issuerRef": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": _STR},
+        },
+        "commonName": {"type": "string", "maxLength": 64},
+        "dnsNames": {"type": "array", "items": _STR},
+        "ipAddresses": {"type": "array", "items": _STR},
+        "uris": {"type": "array", "items": _STR},
+        "emailAddresses": {"type": "array", "items": _STR},
+        "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"},
+        "renewBefore": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"},
+        "isCA": {"type": "boolean"},
+        "usages": {"type": "array", "items": {"enum": [
+            "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+            "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+            "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
+            "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]}},
+        "privateKey": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                "size": {"type": "integer"},
+                "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                "rotationPolicy": {"enum": ["Never", "Always"]},
+            },
+        },
+        "secretTemplate": {"type": "object"},
+        "subject": {"type": "object"},
+        "revisionHistoryLimit": {"type": "integer"},
+    },
+})
+
 SCHEMAS = {
     (schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"]): schema
     for schema in (SERVICE_MONITOR, POD_MONITOR, PROMETHEUS_RULE, SCALED_OBJECT, EXTERNAL_SECRET,
-                   CLUSTER_SECRET_STORE, APPLICATION, APP_PROJECT)
+                   CLUSTER_SECRET_STORE, APPLICATION, APP_PROJECT, CERTIFICATE)
 }

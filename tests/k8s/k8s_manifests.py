@@ -140,6 +140,22 @@ class Rendered:
         ]
 
 
+def app_containers(rendered: "Rendered"):
+    """(workload, container) for every container running the natsq image."""
+    for workload in rendered.workloads():
+        for container in containers(workload):
+            if container["image"].split(":")[0].split("@")[0] == APP_IMAGE:
+                yield workload, container
+
+
+def container_env(rendered: "Rendered", container: dict, namespace: str = "natsq") -> dict:
+    """A container's environment as rendered: its ConfigMaps (envFrom), then its own `env` values."""
+    values = {}
+    for source in container.get("envFrom", []):
+        values |= rendered.get("ConfigMap", source["configMapRef"]["name"], namespace)["data"]
+    return values | {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
 def run_checkov(args: list[str]) -> list[dict]:
     """checkov's JSON reports (one per framework), or a skip when checkov is not installed."""
     if not CHECKOV.exists():

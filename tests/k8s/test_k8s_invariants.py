@@ -6,8 +6,8 @@ import pytest
 
 from k8s_app_env import known_app_env_vars
 from k8s_manifests import (
-    APP_IMAGE,
     Rendered,
+    app_containers,
     containers,
     name_of,
     pod_labels,
@@ -32,6 +32,8 @@ def _namespaced(obj: dict) -> str:
 
 def test_workload_selectors_match_their_pod_labels(rendered: Rendered):
     for w in rendered.workloads():
+        if w["kind"] == "Job":
+            continue  # Kubernetes generates a Job's selector
         assert selector_matches(w["spec"]["selector"], pod_labels(w)), name_of(w)
 
 
@@ -130,6 +132,10 @@ def test_every_workload_has_resources_probes_and_a_disruption_budget(rendered: R
             resources = c.get("resources", {})
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(resources.get(bound, {})), f"{name_of(w)} {c['name']} {bound}"
+        if w["kind"] == "Job":
+            # Runs to completion: nothing to probe, keep available or spread; but it must end.
+            assert w["spec"]["backoffLimit"] and w["spec"]["activeDeadlineSeconds"], name_of(w)
+            continue
         for c in containers(w, init=False):
             assert "livenessProbe" in c and "readinessProbe" in c, f"{name_of(w)} {c['name']}"
         budgets = [p for p in rendered.of_kind("PodDisruptionBudget")
@@ -346,13 +352,6 @@ def _app_env(rendered: Rendered, container: dict, namespace: str) -> dict[str, s
     return values
 
 
-def _app_containers(rendered: Rendered):
-    for w in rendered.workloads():
-        for c in containers(w):
-            if c["image"].split(":")[0].split("@")[0] == APP_IMAGE:
-                yield w, c
-
-
 def test_known_variables_come_from_the_app():
     known = known_app_env_vars()
     # A settings field, its *_FILE form, and the variables read outside the settings class.
@@ -364,7 +363,7 @@ def test_known_variables_come_from_the_app():
 def test_app_sets_only_variables_the_app_reads(rendered: Rendered):
     known = known_app_env_vars()
     found = False
-    for w, c in _app_containers(rendered):
+    for w, c in app_containers(rendered):
         found = True
         unknown = set(_app_env(rendered, c, _namespaced(w))) - known
         assert not unknown, f"{name_of(w)} sets variables the app does not read: {sorted(unknown)}"
@@ -374,7 +373,7 @@ def test_app_sets_only_variables_the_app_reads(rendered: Rendered):
 def test_app_configuration_points_at_real_things(rendered: Rendered):
     nats = rendered.get("StatefulSet", "nats", "natsq-data")
     valkey = rendered.get("StatefulSet", "valkey", "natsq-data")
-    for w, c in _app_containers(rendered):
+    for w, c in app_containers(rendered):
         env = _app_env(rendered, c, _namespaced(w))
         mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
         for name, value in env.items():
@@ -382,7 +381,7 @@ def test_app_configuration_points_at_real_things(rendered: Rendered):
                 assert any(value.startswith(m + "/") for m in mounts), f"{name}={value} is not mounted"
         assert int(env["NATSQ_STREAM_REPLICAS"]) == nats["spec"]["replicas"]
         for url in env["NATSQ_NATS_URL"].split(","):
-            host, port = re.fullmatch(r"nats://([^:/]+):(\d+)", url.strip()).groups()
+            host, port = re.fullmatch(r"(?:nats|tls)://([^:/]+):(\d+)", url.strip()).groups()
             service, namespace = host.split(".")[:2]
             svc = rendered.get("Service", service, namespace)
             assert svc and int(port) in [p["port"] for p in svc["spec"]["ports"]], url
@@ -391,13 +390,17 @@ def test_app_configuration_points_at_real_things(rendered: Rendered):
         for i, sentinel in enumerate(sorted(s.strip() for s in sentinels)):
             assert sentinel == f"valkey-{i}.{valkey['spec']['serviceName']}.natsq-data.svc.cluster.local:26379"
         assert "NATSQ_VALKEY_URL" not in env, "the app must find the primary through Sentinel"
-        assert env.get("NATSQ_VALKEY_SENTINEL_PASSWORD_FILE"), "Sentinel requires a password (configure.sh)"
+        if w["kind"] != "Job":  # the bootstrap Job declares streams only and holds no Valkey password
+            assert env.get("NATSQ_VALKEY_SENTINEL_PASSWORD_FILE"), "Sentinel requires a password (configure.sh)"
         # Every secret file the app is pointed at is a key of the Secret mounted there.
         for volume in pod_spec(w)["volumes"]:
             if "secret" not in volume:
                 continue
             mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == volume["name"])
             keys = _secret_keys(rendered, _namespaced(w), volume["secret"]["secretName"])
+            if "items" in volume["secret"]:  # only these keys, under these file names
+                assert {i["key"] for i in volume["secret"]["items"]} <= keys, name_of(w)
+                keys = {i["path"] for i in volume["secret"]["items"]}
             for name, value in env.items():
                 if name.endswith("_FILE") and value and value.startswith(mount + "/"):
                     assert value.removeprefix(mount + "/") in keys, f"{name}={value}: no such key in the Secret"
@@ -409,6 +412,10 @@ def _secret_keys(rendered: Rendered, namespace: str, name: str) -> set[str]:
     secret = rendered.get("Secret", name, namespace)
     if secret is not None:
         return set(secret.get("data", {})) | set(secret.get("stringData", {}))
+    certificates = [c for c in rendered.of_kind("Certificate")
+                    if _namespaced(c) == namespace and c["spec"]["secretName"] == name]
+    if certificates:
+        return {"tls.crt", "tls.key", "ca.crt"}  # cert-manager's keys (ca.crt: the CA issuer's)
     external = next(e for e in rendered.of_kind("ExternalSecret") if _namespaced(e) == namespace
                     and e["spec"].get("target", {}).get("name", e["metadata"]["name"]) == name)
     return {d["secretKey"] for d in external["spec"]["data"]}
@@ -476,6 +483,7 @@ def test_every_referenced_secret_is_provided(rendered: Rendered):
     provided = {(_namespaced(s), s["metadata"]["name"]) for s in rendered.of_kind("Secret")}
     provided |= {(_namespaced(e), e["spec"].get("target", {}).get("name", e["metadata"]["name"]))
                  for e in rendered.of_kind("ExternalSecret")}
+    provided |= {(_namespaced(c), c["spec"]["secretName"]) for c in rendered.of_kind("Certificate")}
     assert _referenced_secrets(rendered) <= provided
 
 

@@ -44,6 +44,18 @@ def test_one_cluster_secret_store_name():
     assert namespaces <= set(values["secretStore"]["namespaces"])
 
 
+def test_one_internal_ca_issuer_name():
+    """k8s/components/tls's Certificates are signed by the CA ClusterIssuer Terraform creates."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    template = (CHART / "templates" / "internal-ca.yaml").read_text()
+    assert 'name: {{ required "internalCa.issuerName" .Values.internalCa.issuerName }}' in template
+    issuers = {(doc["spec"]["issuerRef"]["kind"], doc["spec"]["issuerRef"]["name"])
+               for _, doc in _k8s_documents() if doc.get("kind") == "Certificate"}
+    assert issuers == {("ClusterIssuer", values["internalCa"]["issuerName"])}
+    # The issuers belong to the cluster: no overlay ships one.
+    assert not [p for p, doc in _k8s_documents() if doc.get("kind") in ("Issuer", "ClusterIssuer")]
+
+
 def test_terraform_creates_nothing_in_the_natsq_namespaces():
     """k8s/base/namespaces owns the natsq Namespaces; Argo CD deploys everything inside them."""
     k8s_namespaces = {doc["metadata"]["name"] for _, doc in _k8s_documents() if doc.get("kind") == "Namespace"}

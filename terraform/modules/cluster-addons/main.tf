@@ -203,7 +203,7 @@ resource "helm_release" "chaos_mesh" {
 
 # Cluster-scoped glue that needs the CRDs above: the cluster's one Vault
 # ClusterSecretStore (vault-natsq, used by Grafana's admin secret here and by
-# the natsq ExternalSecrets in k8s/), the ACME ClusterIssuer and the
+# the natsq ExternalSecrets in k8s/), the internal CA ClusterIssuer natsq-ca (k8s/components/tls), the ACME ClusterIssuer and the
 # StorageClass. The release lives in its own namespace: the natsq namespaces
 # (natsq, natsq-data, natsq-monitoring) are objects of k8s/base, deployed by
 # Argo CD, and Terraform creates nothing in them.
