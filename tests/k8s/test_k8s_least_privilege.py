@@ -43,7 +43,9 @@ def test_each_workload_mounts_only_its_own_passwords(rendered: Rendered):
             assert items, f"{workload['metadata']['name']} mounts every role's passwords"
             for item in items:
                 owner = item["key"].split("-")[0]
-                assert owner == role or item["key"] == "valkey-sentinel-password", (role, item["key"])
+                # The gateway also serves the admin API and console, which have a NATS user of their own.
+                shared = item["key"] == "valkey-sentinel-password" or (role, item["key"]) == ("gateway", "console-nats-password")
+                assert owner == role or shared, (role, item["key"])
 
 
 def test_nats_defines_exactly_the_users_the_workloads_use(rendered: Rendered):
@@ -55,7 +57,11 @@ def test_nats_defines_exactly_the_users_the_workloads_use(rendered: Rendered):
     assert re.search(r"^\s*include \./natsq-users\.conf$", account, re.M), "the account must include the users"
     assert "users:" not in account and "password" not in account, "no user besides the role users"
     users = re.findall(r"^\s*user: (\w+)$", data["natsq-users.conf"], re.M)
-    assert sorted(users) == sorted(ROLES.values())
+    used = set()
+    for _, container, _ in _app_workloads(rendered):
+        env = container_env(rendered, container)
+        used |= {env[name] for name in ("NATSQ_NATS_USER", "NATSQ_CONSOLE_NATS_USER") if env.get(name)}
+    assert sorted(users) == sorted(used)
     # Each user's password variable is set in the NATS pod from the Secret.
     env = {e["name"]: e for e in next(c for c in pod_spec(sts)["containers"] if c["name"] == "nats")["env"]}
     for variable in re.findall(r"password: \$(\w+)", data["natsq-users.conf"]):

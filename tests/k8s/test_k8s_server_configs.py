@@ -59,7 +59,7 @@ def _configmap_data(rendered, workload: dict) -> dict:
 
 # The pod environment's secrets (Secret nats-auth): the route, system and per-role user passwords.
 NATS_PASSWORDS = {"NATS_SYSTEM_PASSWORD": "sys-pw", "NATS_ROUTE_PASSWORD": "route-pw",
-                  **{f"NATSQ_{role}_NATS_PASSWORD": f"{role.lower()}-pw" for role in ("GATEWAY", "WORKER", "ADMIN")}}
+                  **{f"NATSQ_{role}_NATS_PASSWORD": f"{role.lower()}-pw" for role in ("GATEWAY", "WORKER", "CONSOLE", "ADMIN")}}
 
 
 @pytest.fixture(scope="module")
