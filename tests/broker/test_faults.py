@@ -46,8 +46,10 @@ def fault_setup(tmp_path, namespace):
             worker_env = {**env, "dramatiq_queue_prefetch": str(prefetch)} if prefetch else env
             worker = Service(
                 "worker",
+                # A short fork timeout: a poison may kill the worker process before it tells the
+                # main process it booted, which then waits this long before noticing the death.
                 [str(VENV_BIN / "dramatiq"), "tests.broker.fault_actors", "--processes", "1",
-                 "--threads", str(threads), "--worker-shutdown-timeout", "20000"],
+                 "--threads", str(threads), "--worker-shutdown-timeout", "20000", "--worker-fork-timeout", "2000"],
                 worker_env,
                 tmp_path,
             )
